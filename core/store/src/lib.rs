@@ -1,0 +1,1 @@
+//! SQLite storage (placeholder until the store lands).
