@@ -29,7 +29,7 @@ pub mod leave;
 pub mod roster;
 pub mod surveys;
 pub mod thread;
-mod values;
+pub(crate) mod values;
 pub mod view;
 
 pub use automerge;

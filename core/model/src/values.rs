@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared helpers; some are used only by a subset of document modules
 //! Typed reads and writes of Automerge values, shared by every document module.
 
 use automerge::transaction::Transactable;
@@ -75,4 +76,14 @@ pub(crate) fn get_bool(doc: &impl ReadDoc, obj: &ObjId, key: &str) -> Result<Opt
 /// Every key of the map `obj`.
 pub(crate) fn keys(doc: &impl ReadDoc, obj: &ObjId) -> Vec<String> {
     doc.keys(obj).collect()
+}
+
+/// The device that created object `obj` (its op id's actor), if the actor is a device. This is
+/// how views check authorship: the creating op is part of a signed change, so it cannot be
+/// forged by putting a name inside the content.
+pub(crate) fn author_of_obj(obj: &ObjId) -> Option<crate::identity::DeviceId> {
+    match obj {
+        ObjId::Id(_, actor, _) => crate::identity::author_of(actor),
+        ObjId::Root => None,
+    }
 }
