@@ -1,0 +1,83 @@
+//! Unit tests of connection settings and query plans; behaviour is tested in `tests/`.
+
+use homeroom_core::automerge::ChangeHash;
+use homeroom_core::{ClassId, DocId, DocKind};
+
+use crate::{APPLICATION_ID, END_VERSION, Store};
+
+fn file_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.sqlite3")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn connection_is_wal_full_sync_with_busy_timeout_and_marked_as_homeroom() {
+    let (_dir, store) = file_store();
+    let c = store.connection();
+    let mode: String = c
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = c
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous must be FULL (2)");
+    let fk: i64 = c
+        .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+        .unwrap();
+    assert_eq!(fk, 1);
+    let busy: i64 = c
+        .pragma_query_value(None, "busy_timeout", |r| r.get(0))
+        .unwrap();
+    assert_eq!(busy, 5000);
+    let app: i32 = c
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .unwrap();
+    assert_eq!(app, APPLICATION_ID);
+    assert_eq!(store.schema_version().unwrap(), END_VERSION);
+}
+
+fn plan(store: &Store, sql: &str) -> String {
+    let mut stmt = store
+        .connection()
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .unwrap();
+    let rows = stmt
+        .query_map([1i64], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows.join(" | ")
+}
+
+#[test]
+fn hot_queries_use_their_indexes() {
+    let store = Store::open_in_memory().unwrap();
+    // load_document: one range scan of changes_by_doc, already in seq order (no sort).
+    let p = plan(
+        &store,
+        "SELECT hash, author, signature, bytes FROM changes WHERE doc = ?1 ORDER BY seq",
+    );
+    assert!(p.contains("USING INDEX changes_by_doc"), "{p}");
+    assert!(!p.contains("TEMP B-TREE"), "{p}");
+    // documents_of_class / heads_of_class.
+    let p = plan(&store, "SELECT doc, heads FROM documents WHERE class = ?1");
+    assert!(p.contains("documents_by_class"), "{p}");
+}
+
+#[test]
+fn hash_lists_round_trip_sorted() {
+    let mut store = Store::open_in_memory().unwrap();
+    let doc = DocId::new(ClassId([1; 16]), DocKind::Roster);
+    let heads = vec![
+        ChangeHash([9; 32]),
+        ChangeHash([1; 32]),
+        ChangeHash([9; 32]),
+    ];
+    store.set_heads(&doc, &heads).unwrap();
+    assert_eq!(
+        store.heads(&doc).unwrap(),
+        vec![ChangeHash([1; 32]), ChangeHash([9; 32])]
+    );
+}
