@@ -1,0 +1,1059 @@
+//! [`SyncNode`]: a replica plus one protocol session per connected peer.
+//!
+//! The node is a pure state machine. Drivers (the relay, the device client, the simulator)
+//! call it in this order, repeatedly:
+//!
+//! 1. inputs: [`SyncNode::accept`] / [`SyncNode::connect`] when a connection opens,
+//!    [`SyncNode::handle_message`] for each decoded frame, [`SyncNode::handle_closed`] when a
+//!    connection ends, [`SyncNode::handle_write_done`] when a storage write is durable,
+//!    [`SyncNode::handle_timeout`] when the deadline from `poll_timeout` passes, and local
+//!    edits through [`SyncNode::edit`];
+//! 2. outputs, drained until `None`: [`SyncNode::poll_write`] (persist, then report done),
+//!    [`SyncNode::poll_transmit`] (encode and send), [`SyncNode::poll_close`] (close after
+//!    sending what was queued for that session), [`SyncNode::poll_event`];
+//! 3. [`SyncNode::poll_timeout`] for the next deadline.
+//!
+//! Every `now` is milliseconds since the Unix epoch, supplied by the driver.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use homeroom_core::automerge::sync::{self, ChunkList, MessageVersion, SyncDoc};
+use homeroom_core::automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use homeroom_core::automerge::transaction::Transaction;
+use homeroom_core::roster::RosterIndex;
+use homeroom_core::{ChangeSignature, ClassId, DeviceId, DocId, DocKind, MemberId, ModelError, roster};
+use homeroom_protocol::{
+    ClassCatalog, ClassDigest, DocDigest, ErrorCode, HANDSHAKE_DOMAIN, Message, PROTOCOL_VERSION,
+    Sig64, SignatureEntry, class_digest, heads_digest,
+};
+
+use crate::error::SyncError;
+use crate::replica::{IncomingChange, Replica};
+use crate::write::{NodeEvent, StorageWrite, WriteId};
+
+/// Identifies one session (one connected peer) within a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// Which end of the protocol this node plays in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// We are the relay; the peer is a device.
+    Relay,
+    /// We are a device; the peer is a relay (or a hub device).
+    Device,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello { deadline: i64 },
+    AwaitWelcome { deadline: i64 },
+    Established,
+    Closed,
+}
+
+/// Per-document state of one session.
+#[derive(Debug)]
+struct PeerDoc {
+    state: sync::State,
+    /// Heads last reported to the peer in `Saved`.
+    last_saved: Vec<ChangeHash>,
+}
+
+#[derive(Debug)]
+struct Session {
+    side: Side,
+    phase: Phase,
+    exporter: [u8; 32],
+    /// The authenticated device (relay side), or the relay's key (device side).
+    peer: DeviceId,
+    classes: BTreeSet<ClassId>,
+    docs: HashMap<DocId, PeerDoc>,
+    new_classes: usize,
+}
+
+/// A replica and its sessions: the whole sans-IO engine of one relay or device.
+pub struct SyncNode {
+    replica: Replica,
+    sessions: BTreeMap<SessionId, Session>,
+    class_sessions: HashMap<ClassId, BTreeSet<SessionId>>,
+    next_session: u64,
+    transmits: VecDeque<(SessionId, Message)>,
+    closes: VecDeque<(SessionId, String)>,
+    /// Sessions that sent changes to a document and await `Saved` once they are durable.
+    awaiting_saved: HashMap<DocId, BTreeSet<SessionId>>,
+}
+
+impl std::fmt::Debug for SyncNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncNode")
+            .field("replica", &self.replica)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl SyncNode {
+    /// A node over `replica`.
+    pub fn new(replica: Replica) -> Self {
+        Self {
+            replica,
+            sessions: BTreeMap::new(),
+            class_sessions: HashMap::new(),
+            next_session: 1,
+            transmits: VecDeque::new(),
+            closes: VecDeque::new(),
+            awaiting_saved: HashMap::new(),
+        }
+    }
+
+    /// The replica (read-only).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The replica, for reads that may load documents.
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The authenticated peer of an established relay-side session.
+    pub fn peer_of(&self, session: SessionId) -> Option<DeviceId> {
+        self.sessions
+            .get(&session)
+            .filter(|s| s.side == Side::Relay && s.phase == Phase::Established)
+            .map(|s| s.peer)
+    }
+
+    /// Whether the session completed its handshake.
+    pub fn is_established(&self, session: SessionId) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.phase == Phase::Established)
+    }
+
+    fn alloc_session(&mut self) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        id
+    }
+
+    /// Relay side: a device connected. `exporter` is the TLS session's exported keying material
+    /// (label `EXPORTER_LABEL`), which the device must sign in its `Hello`.
+    pub fn accept(&mut self, now: i64, exporter: [u8; 32]) -> SessionId {
+        let id = self.alloc_session();
+        let timeout = i64::try_from(self.replica.limits().handshake_timeout_ms).unwrap_or(i64::MAX);
+        self.sessions.insert(
+            id,
+            Session {
+                side: Side::Relay,
+                phase: Phase::AwaitHello {
+                    deadline: now.saturating_add(timeout),
+                },
+                exporter,
+                peer: DeviceId([0; 32]),
+                classes: BTreeSet::new(),
+                docs: HashMap::new(),
+                new_classes: 0,
+            },
+        );
+        id
+    }
+
+    /// Device side: connected to a relay whose key (e.g. a hash of its pinned certificate) is
+    /// `relay_key`. Queues the `Hello`.
+    pub fn connect(&mut self, now: i64, exporter: [u8; 32], relay_key: [u8; 32]) -> Result<SessionId, SyncError> {
+        let device = self.replica.device_id().ok_or(SyncError::NoDeviceKey)?;
+        let proof = self.replica.sign_handshake(&exporter)?;
+        let id = self.alloc_session();
+        let timeout = i64::try_from(self.replica.limits().handshake_timeout_ms).unwrap_or(i64::MAX);
+        let mut classes = Vec::new();
+        for class in self.replica.classes() {
+            let digest = self.local_class_digest(class, &device)?;
+            classes.push(ClassDigest { class, digest });
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                side: Side::Device,
+                phase: Phase::AwaitWelcome {
+                    deadline: now.saturating_add(timeout),
+                },
+                exporter,
+                peer: DeviceId(relay_key),
+                classes: BTreeSet::new(),
+                docs: HashMap::new(),
+                new_classes: 0,
+            },
+        );
+        self.transmits.push_back((
+            id,
+            Message::Hello {
+                versions: vec![PROTOCOL_VERSION],
+                device,
+                proof: Sig64(proof),
+                classes,
+            },
+        ));
+        Ok(id)
+    }
+
+    /// Digests of every document `device` may read in `class`, per the local roster.
+    fn doc_digests(&mut self, class: ClassId, device: &DeviceId) -> Result<Vec<(DocId, [u8; 8])>, SyncError> {
+        let docs = match self.replica.roster(&class) {
+            Some(r) => r.readable_docs(class, device),
+            None => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(docs.len());
+        for d in docs {
+            let heads = self.replica.advertised_heads(&d)?;
+            out.push((d, heads_digest(&heads)));
+        }
+        Ok(out)
+    }
+
+    fn local_class_digest(&mut self, class: ClassId, device: &DeviceId) -> Result<[u8; 8], SyncError> {
+        let digests = self.doc_digests(class, device)?;
+        Ok(class_digest(&digests))
+    }
+
+    /// The connection of `session` ended (by either side or the network).
+    pub fn handle_closed(&mut self, session: SessionId, reason: &str) {
+        let Some(s) = self.sessions.remove(&session) else { return };
+        for class in &s.classes {
+            if let Some(set) = self.class_sessions.get_mut(class) {
+                set.remove(&session);
+            }
+        }
+        let states: Vec<(DeviceId, DocId, Vec<u8>)> = s
+            .docs
+            .iter()
+            .map(|(doc, pd)| (s.peer, *doc, pd.state.encode()))
+            .collect();
+        if s.phase == Phase::Established && !states.is_empty() {
+            self.replica.queue_sync_states(states);
+        }
+        self.replica.events.push_back(NodeEvent::SessionClosed {
+            session,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Deadlines passed: close sessions whose handshake did not complete in time.
+    pub fn handle_timeout(&mut self, now: i64) {
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| match s.phase {
+                Phase::AwaitHello { deadline } | Phase::AwaitWelcome { deadline } => now >= deadline,
+                _ => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.fail(id, ErrorCode::UnexpectedMessage, "handshake timed out", true);
+        }
+    }
+
+    /// The next deadline, if any.
+    pub fn poll_timeout(&self) -> Option<i64> {
+        self.sessions
+            .values()
+            .filter_map(|s| match s.phase {
+                Phase::AwaitHello { deadline } | Phase::AwaitWelcome { deadline } => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<(SessionId, Message)> {
+        self.transmits.pop_front()
+    }
+
+    /// A session the engine wants closed (after its queued messages are sent).
+    pub fn poll_close(&mut self) -> Option<(SessionId, String)> {
+        self.closes.pop_front()
+    }
+
+    /// The next storage write.
+    pub fn poll_write(&mut self) -> Option<StorageWrite> {
+        self.replica.poll_write()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.replica.events.pop_front()
+    }
+
+    /// A storage write is durable. On a relay this releases `Saved` for the documents it
+    /// covered; on a device it completes "saved on this device".
+    pub fn handle_write_done(&mut self, id: WriteId) {
+        let advanced = self.replica.handle_write_done(id);
+        for doc in advanced {
+            let Some(waiting) = self.awaiting_saved.remove(&doc) else { continue };
+            for sid in waiting {
+                self.send_saved(sid, &doc, true);
+            }
+        }
+    }
+
+    fn send_saved(&mut self, sid: SessionId, doc: &DocId, force: bool) {
+        if !self.replica.is_relay() {
+            return;
+        }
+        let heads = match self.replica.advertised_heads(doc) {
+            Ok(h) => h,
+            Err(_) => return,
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        if s.phase != Phase::Established {
+            return;
+        }
+        let pd = s.docs.entry(*doc).or_insert_with(|| PeerDoc {
+            state: sync::State::new(),
+            last_saved: Vec::new(),
+        });
+        if !force && pd.last_saved == heads {
+            return;
+        }
+        pd.last_saved = heads.clone();
+        self.transmits.push_back((
+            sid,
+            Message::Saved {
+                doc: *doc,
+                heads: heads.iter().map(|h| h.0).collect(),
+            },
+        ));
+    }
+
+    fn fail(&mut self, sid: SessionId, code: ErrorCode, detail: &str, fatal: bool) {
+        self.transmits.push_back((
+            sid,
+            Message::Error {
+                code,
+                detail: detail.to_string(),
+                fatal,
+            },
+        ));
+        self.replica.events.push_back(NodeEvent::PeerMisbehaved {
+            session: sid,
+            detail: format!("{code:?}: {detail}"),
+        });
+        if fatal {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.phase = Phase::Closed;
+            }
+            self.closes.push_back((sid, format!("{code:?}: {detail}")));
+        }
+    }
+
+    /// Handle one decoded message from a session's peer.
+    pub fn handle_message(&mut self, now: i64, sid: SessionId, msg: Message) -> Result<(), SyncError> {
+        let Some(s) = self.sessions.get(&sid) else {
+            return Err(SyncError::NoSuchSession(sid.0));
+        };
+        let (side, phase) = (s.side, s.phase);
+        match (side, phase, msg) {
+            (_, Phase::Closed, _) => Ok(()),
+            (Side::Relay, Phase::AwaitHello { .. }, Message::Hello { versions, device, proof, classes }) => {
+                self.on_hello(now, sid, &versions, device, &proof, &classes)
+            }
+            (Side::Relay, Phase::AwaitHello { .. }, _) => {
+                self.fail(sid, ErrorCode::UnexpectedMessage, "expected Hello", true);
+                Ok(())
+            }
+            (Side::Device, Phase::AwaitWelcome { .. }, Message::Welcome { version, .. }) => {
+                if version != PROTOCOL_VERSION {
+                    self.fail(sid, ErrorCode::UnsupportedVersion, "relay chose an unknown version", true);
+                } else if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.phase = Phase::Established;
+                    self.replica.events.push_back(NodeEvent::SessionEstablished { session: sid, peer: None });
+                }
+                Ok(())
+            }
+            (_, _, Message::Error { code, detail, fatal }) => {
+                self.replica.events.push_back(NodeEvent::PeerMisbehaved {
+                    session: sid,
+                    detail: format!("peer reported {code:?}: {detail}"),
+                });
+                if fatal {
+                    if let Some(s) = self.sessions.get_mut(&sid) {
+                        s.phase = Phase::Closed;
+                    }
+                    self.closes.push_back((sid, format!("peer error {code:?}: {detail}")));
+                }
+                Ok(())
+            }
+            (Side::Device, Phase::AwaitWelcome { .. }, _) => {
+                self.fail(sid, ErrorCode::UnexpectedMessage, "expected Welcome", true);
+                Ok(())
+            }
+            (Side::Device, Phase::Established, Message::Catalog { classes }) => self.on_catalog(now, sid, classes),
+            (_, Phase::Established, Message::Sync { doc, payload, signatures }) => {
+                self.on_sync(now, sid, doc, &payload, &signatures)
+            }
+            (Side::Device, Phase::Established, Message::Saved { doc, heads }) => {
+                let heads: Vec<ChangeHash> = heads.into_iter().map(ChangeHash).collect();
+                self.replica.mark_delivered_up_to(&doc, &heads)?;
+                Ok(())
+            }
+            (Side::Device, Phase::Established, Message::Reject { doc, changes, reason }) => {
+                let hashes: Vec<ChangeHash> = changes.into_iter().map(ChangeHash).collect();
+                self.replica.drop_rejected(&doc, &hashes, reason)?;
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.docs.remove(&doc);
+                }
+                self.generate(sid, &doc)?;
+                Ok(())
+            }
+            (Side::Relay, Phase::Established, Message::Reject { doc, reason, .. }) => {
+                self.replica.events.push_back(NodeEvent::PeerMisbehaved {
+                    session: sid,
+                    detail: format!("device refused changes of {doc}: {reason:?}"),
+                });
+                Ok(())
+            }
+            (_, Phase::Established, Message::Ephemeral { doc, payload }) => {
+                self.on_ephemeral(sid, doc, payload);
+                Ok(())
+            }
+            (_, _, other) => {
+                self.fail(
+                    sid,
+                    ErrorCode::UnexpectedMessage,
+                    &format!("unexpected {} message", other.kind()),
+                    true,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        _now: i64,
+        sid: SessionId,
+        versions: &[u16],
+        device: DeviceId,
+        proof: &Sig64,
+        classes: &[ClassDigest],
+    ) -> Result<(), SyncError> {
+        if !versions.contains(&PROTOCOL_VERSION) {
+            self.fail(sid, ErrorCode::UnsupportedVersion, "no common protocol version", true);
+            return Ok(());
+        }
+        let exporter = match self.sessions.get(&sid) {
+            Some(s) => s.exporter,
+            None => return Ok(()),
+        };
+        if device.verify(HANDSHAKE_DOMAIN, &exporter, &proof.0).is_err() {
+            self.fail(sid, ErrorCode::AuthenticationFailed, "handshake proof does not verify", true);
+            return Ok(());
+        }
+        let enrolled = self.replica.classes_of(&device);
+        let theirs: HashMap<ClassId, [u8; 8]> = classes.iter().map(|c| (c.class, c.digest)).collect();
+        let mut catalog = Vec::with_capacity(enrolled.len());
+        for class in &enrolled {
+            let digests = self.doc_digests(*class, &device)?;
+            let digest = class_digest(&digests);
+            let docs = if theirs.get(class) == Some(&digest) {
+                None
+            } else {
+                Some(
+                    digests
+                        .iter()
+                        .map(|(d, g)| DocDigest { kind: d.kind, digest: *g })
+                        .collect(),
+                )
+            };
+            catalog.push(ClassCatalog { class: *class, digest, docs });
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.peer = device;
+            s.phase = Phase::Established;
+            s.classes = enrolled.iter().copied().collect();
+        }
+        for class in &enrolled {
+            self.class_sessions.entry(*class).or_default().insert(sid);
+        }
+        self.transmits.push_back((
+            sid,
+            Message::Welcome {
+                version: PROTOCOL_VERSION,
+                relay_time: _now,
+            },
+        ));
+        self.transmits.push_back((sid, Message::Catalog { classes: catalog }));
+        self.replica.events.push_back(NodeEvent::SessionEstablished {
+            session: sid,
+            peer: Some(device),
+        });
+        Ok(())
+    }
+
+    fn on_catalog(&mut self, _now: i64, sid: SessionId, classes: Vec<ClassCatalog>) -> Result<(), SyncError> {
+        let device = self.replica.device_id().ok_or(SyncError::NoDeviceKey)?;
+        let mut listed = BTreeSet::new();
+        for cat in classes {
+            listed.insert(cat.class);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.classes.insert(cat.class);
+            }
+            self.class_sessions.entry(cat.class).or_default().insert(sid);
+            let local = self.doc_digests(cat.class, &device)?;
+            if class_digest(&local) == cat.digest {
+                for (doc, _) in &local {
+                    self.replica.mark_all_delivered(doc)?;
+                }
+                continue;
+            }
+            let Some(docs) = cat.docs else {
+                // The relay saw our Hello digest as equal; we changed since: edits sync anyway.
+                for (doc, _) in &local {
+                    self.generate(sid, doc)?;
+                }
+                continue;
+            };
+            // Roster first: it decides whether the rest may be verified.
+            let mut order: Vec<DocDigest> = docs;
+            order.sort_by_key(|d| d.kind != DocKind::Roster);
+            for dd in order {
+                let doc = DocId::new(cat.class, dd.kind);
+                let heads = self.replica.advertised_heads(&doc)?;
+                if heads_digest(&heads) == dd.digest {
+                    self.replica.mark_all_delivered(&doc)?;
+                } else {
+                    self.generate(sid, &doc)?;
+                }
+            }
+        }
+        // Classes the relay does not list: if we founded them, upload the roster.
+        for class in self.replica.classes() {
+            if listed.contains(&class) {
+                continue;
+            }
+            let roster_id = DocId::new(class, DocKind::Roster);
+            let founder = roster::founding_of(self.replica.document(&roster_id)?).map(|(d, _)| d);
+            if founder == Some(device) {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.classes.insert(class);
+                }
+                self.class_sessions.entry(class).or_default().insert(sid);
+                self.generate(sid, &roster_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn may_access(&self, sid: SessionId, doc: &DocId) -> bool {
+        let Some(s) = self.sessions.get(&sid) else { return false };
+        if s.side == Side::Device {
+            // A device syncs only documents of classes it holds; the relay decides the rest.
+            return true;
+        }
+        match self.replica.roster(&doc.class) {
+            Some(r) if !r.members.is_empty() => r.can_read(&s.peer, &doc.kind) || r.can_write(&s.peer, &doc.kind),
+            _ => doc.kind == DocKind::Roster,
+        }
+    }
+
+    fn on_sync(
+        &mut self,
+        now: i64,
+        sid: SessionId,
+        doc: DocId,
+        payload: &[u8],
+        signatures: &[SignatureEntry],
+    ) -> Result<(), SyncError> {
+        if !self.may_access(sid, &doc) {
+            self.fail(sid, ErrorCode::NoSuchDocument, &format!("no document {doc}"), false);
+            return Ok(());
+        }
+        let side = self.sessions.get(&sid).map(|s| s.side);
+        let class_known = self.replica.roster(&doc.class).is_some_and(|r| !r.members.is_empty());
+        if side == Some(Side::Relay) && !class_known {
+            let s = self.sessions.get_mut(&sid).ok_or(SyncError::NoSuchSession(sid.0))?;
+            if !s.docs.contains_key(&doc) {
+                if s.new_classes >= self.replica.limits().max_new_classes_per_session {
+                    self.fail(sid, ErrorCode::LimitExceeded, "too many new classes in one session", false);
+                    return Ok(());
+                }
+                s.new_classes += 1;
+            }
+        }
+        if let Some(s) = self.sessions.get(&sid) {
+            if !s.docs.contains_key(&doc) && s.docs.len() >= self.replica.limits().max_docs_per_session {
+                self.fail(sid, ErrorCode::LimitExceeded, "too many documents in one session", false);
+                return Ok(());
+            }
+        }
+        let mut message = match sync::Message::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(sid, ErrorCode::MalformedFrame, &format!("bad automerge sync message: {e}"), false);
+                return Ok(());
+            }
+        };
+        let incoming = match extract_changes(&message, signatures, self.replica.limits().max_changes_per_message) {
+            Ok(v) => v,
+            Err(detail) => {
+                self.fail(sid, ErrorCode::MalformedFrame, &detail, false);
+                return Ok(());
+            }
+        };
+        let had_changes = !incoming.is_empty();
+        let outcome = self.replica.ingest(&doc, incoming, now)?;
+        // We applied (or refused) the changes ourselves: hand automerge the rest of the message.
+        message.changes = ChunkList::empty();
+        message.version = MessageVersion::V1;
+        self.ensure_peer_doc(sid, &doc)?;
+        let rejected = !outcome.rejected.is_empty();
+        self.receive(sid, &doc, message)?;
+        if rejected {
+            let reason = outcome.rejected[0].1;
+            self.transmits.push_back((
+                sid,
+                Message::Reject {
+                    doc,
+                    changes: outcome.rejected.iter().map(|(h, _)| h.0).collect(),
+                    reason,
+                },
+            ));
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                if let Some(pd) = s.docs.get_mut(&doc) {
+                    pd.state = sync::State::new();
+                }
+            }
+        }
+        if !outcome.applied.is_empty() {
+            if self.replica.is_relay() {
+                self.awaiting_saved.entry(doc).or_default().insert(sid);
+            }
+            self.fan_out(Some(sid), &doc)?;
+            if doc.kind == DocKind::Roster {
+                self.on_roster_changed(doc.class)?;
+            }
+        } else if !had_changes && self.replica.is_relay() {
+            // Nothing new: tell a reconnecting device what is durable here.
+            self.send_saved(sid, &doc, false);
+        }
+        if outcome.applied.is_empty() && !outcome.held.is_empty() {
+            // We cannot use these changes until the roster names their author. Replying now would
+            // only ask for them again; the roster change re-triggers this document's sync.
+            return Ok(());
+        }
+        self.generate(sid, &doc)?;
+        Ok(())
+    }
+
+    fn ensure_peer_doc(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
+        let Some(s) = self.sessions.get(&sid) else { return Ok(()) };
+        if s.docs.contains_key(doc) {
+            return Ok(());
+        }
+        let peer = s.peer;
+        let mut state = match self.replica.persisted_sync_state(&peer, doc)? {
+            Some(bytes) => sync::State::decode(&bytes).unwrap_or_else(|_| sync::State::new()),
+            None => sync::State::new(),
+        };
+        // A persisted state may claim heads this node no longer has (e.g. it was written before
+        // a crash lost later changes): trusting it would make the peer skip what we lack.
+        let am = self.replica.document(doc)?;
+        if state.shared_heads.iter().any(|h| am.get_change_by_hash(h).is_none()) {
+            state = sync::State::new();
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.docs.insert(*doc, PeerDoc { state, last_saved: Vec::new() });
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, sid: SessionId, doc: &DocId, message: sync::Message) -> Result<(), SyncError> {
+        let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
+        let Some(pd) = s.docs.get_mut(doc) else { return Ok(()) };
+        let am = self.replica.document_mut(doc)?;
+        if let Err(e) = am.receive_sync_message(&mut pd.state, message) {
+            self.replica.events.push_back(NodeEvent::PeerMisbehaved {
+                session: sid,
+                detail: format!("sync message for {doc} refused by automerge: {e}"),
+            });
+            pd.state = sync::State::new();
+        }
+        Ok(())
+    }
+
+    /// Generate and queue the next sync message for `doc` to session `sid`, if any.
+    fn generate(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
+        match self.sessions.get(&sid) {
+            Some(s) if s.phase == Phase::Established => {}
+            _ => return Ok(()),
+        }
+        self.ensure_peer_doc(sid, doc)?;
+        let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
+        let Some(pd) = s.docs.get_mut(doc) else { return Ok(()) };
+        let am = self.replica.document_mut(doc)?;
+        let Some(message) = am.generate_sync_message(&mut pd.state) else {
+            return Ok(());
+        };
+        let signatures = self.signatures_for(doc, &message);
+        self.transmits.push_back((
+            sid,
+            Message::Sync {
+                doc: *doc,
+                payload: message.encode(),
+                signatures,
+            },
+        ));
+        Ok(())
+    }
+
+    fn signatures_for(&mut self, doc: &DocId, message: &sync::Message) -> Vec<SignatureEntry> {
+        let mut out = Vec::new();
+        let mut push = |hash: ChangeHash, sig: Option<ChangeSignature>| {
+            if let Some(sig) = sig {
+                out.push(SignatureEntry {
+                    hash: hash.0,
+                    signature: Sig64(sig.0),
+                });
+            }
+        };
+        match message.version {
+            MessageVersion::V1 => {
+                for chunk in message.changes.iter() {
+                    if let Ok(c) = Change::try_from(chunk) {
+                        push(c.hash(), self.replica.signature(doc, &c.hash()));
+                    }
+                }
+            }
+            MessageVersion::V2 => {
+                for data in message.changes.iter() {
+                    let Ok(chunks) = split_chunks(data) else { continue };
+                    for (kind, chunk) in chunks {
+                        if kind == CHUNK_DOCUMENT {
+                            // A whole document: every change of ours is in it.
+                            for (hash, sig) in self.replica.all_signatures(doc) {
+                                push(hash, Some(sig));
+                            }
+                        } else if let Ok(c) = Change::try_from(chunk) {
+                            push(c.hash(), self.replica.signature(doc, &c.hash()));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// After `doc` changed, send sync messages to every other session that may read it.
+    fn fan_out(&mut self, except: Option<SessionId>, doc: &DocId) -> Result<(), SyncError> {
+        let targets: Vec<SessionId> = self
+            .class_sessions
+            .get(&doc.class)
+            .map(|s| s.iter().copied().filter(|x| Some(*x) != except).collect())
+            .unwrap_or_default();
+        for sid in targets {
+            let readable = match self.sessions.get(&sid) {
+                Some(s) if s.side == Side::Relay => self
+                    .replica
+                    .roster(&doc.class)
+                    .is_some_and(|r| r.can_read(&s.peer, &doc.kind)),
+                Some(_) => true,
+                None => false,
+            };
+            if readable {
+                self.generate(sid, doc)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A class roster changed: update which sessions follow the class, close revoked ones, and
+    /// give newly enrolled devices the class's catalog.
+    fn on_roster_changed(&mut self, class: ClassId) -> Result<(), SyncError> {
+        if !self.replica.is_relay() {
+            // Held changes may have become verifiable: resume every document of the class.
+            let sids: Vec<SessionId> = self.class_sessions.get(&class).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            for sid in sids {
+                let docs: Vec<DocId> = self
+                    .sessions
+                    .get(&sid)
+                    .map(|s| s.docs.keys().filter(|d| d.class == class && d.kind != DocKind::Roster).copied().collect())
+                    .unwrap_or_default();
+                for doc in docs {
+                    self.generate(sid, &doc)?;
+                }
+            }
+            return Ok(());
+        }
+        let sids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side == Side::Relay && s.phase == Phase::Established)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in sids {
+            let Some(s) = self.sessions.get(&sid) else { continue };
+            let peer = s.peer;
+            let enrolled = self.replica.classes_of(&peer).contains(&class);
+            let following = s.classes.contains(&class);
+            let founded_here = s.docs.contains_key(&DocId::new(class, DocKind::Roster));
+            if enrolled && !following {
+                let digests = self.doc_digests(class, &peer)?;
+                let digest = class_digest(&digests);
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.classes.insert(class);
+                }
+                self.class_sessions.entry(class).or_default().insert(sid);
+                self.transmits.push_back((
+                    sid,
+                    Message::Catalog {
+                        classes: vec![ClassCatalog {
+                            class,
+                            digest,
+                            docs: Some(
+                                digests
+                                    .iter()
+                                    .map(|(d, g)| DocDigest { kind: d.kind, digest: *g })
+                                    .collect(),
+                            ),
+                        }],
+                    },
+                ));
+            } else if !enrolled && (following || founded_here) {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.classes.remove(&class);
+                    s.docs.retain(|d, _| d.class != class);
+                }
+                if let Some(set) = self.class_sessions.get_mut(&class) {
+                    set.remove(&sid);
+                }
+                let none_left = self.sessions.get(&sid).is_some_and(|s| s.classes.is_empty());
+                if none_left && !founded_here {
+                    self.fail(sid, ErrorCode::NotEnrolled, "this device is no longer enrolled", true);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ephemeral(&mut self, sid: SessionId, doc: DocId, payload: Vec<u8>) {
+        if !self.replica.is_relay() {
+            self.replica.events.push_back(NodeEvent::DocumentChanged { doc });
+            return;
+        }
+        let readable = |node: &Self, s: SessionId| -> bool {
+            node.sessions.get(&s).is_some_and(|x| {
+                node.replica
+                    .roster(&doc.class)
+                    .is_some_and(|r| r.can_read(&x.peer, &doc.kind))
+            })
+        };
+        if !readable(self, sid) {
+            self.fail(sid, ErrorCode::NoSuchDocument, &format!("no document {doc}"), false);
+            return;
+        }
+        let targets: Vec<SessionId> = self
+            .class_sessions
+            .get(&doc.class)
+            .map(|s| s.iter().copied().filter(|x| *x != sid).collect())
+            .unwrap_or_default();
+        for t in targets {
+            if readable(self, t) {
+                self.transmits.push_back((
+                    t,
+                    Message::Ephemeral {
+                        doc,
+                        payload: payload.clone(),
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Make a local edit (device) and sync it to every connected peer that follows the class.
+    pub fn edit<T>(
+        &mut self,
+        doc: &DocId,
+        now: i64,
+        f: impl FnOnce(&mut Transaction<'_>, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        let (value, hash) = self.replica.edit(doc, now, f)?;
+        if hash.is_some() {
+            self.fan_out(None, doc)?;
+        }
+        Ok((value, hash))
+    }
+
+    /// Like [`SyncNode::edit`] without the local write-right check (tests of enforcement).
+    #[cfg(feature = "test-support")]
+    pub fn edit_unchecked<T>(
+        &mut self,
+        doc: &DocId,
+        now: i64,
+        f: impl FnOnce(&mut Transaction<'_>, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        let (value, hash) = self.replica.edit_unchecked(doc, now, f)?;
+        if hash.is_some() {
+            self.fan_out(None, doc)?;
+        }
+        Ok((value, hash))
+    }
+
+    /// Found a class (device) and offer its roster to connected relays.
+    pub fn found_class(
+        &mut self,
+        nonce: [u8; 16],
+        class_name: &str,
+        member: MemberId,
+        teacher_name: &str,
+        now: i64,
+    ) -> Result<ClassId, SyncError> {
+        let class = self.replica.found_class(nonce, class_name, member, teacher_name, now)?;
+        let roster_id = DocId::new(class, DocKind::Roster);
+        let sids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side == Side::Device && s.phase == Phase::Established)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in sids {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.classes.insert(class);
+            }
+            self.class_sessions.entry(class).or_default().insert(sid);
+            self.generate(sid, &roster_id)?;
+        }
+        Ok(class)
+    }
+
+    /// Start syncing every document of a class with every connected relay (e.g. after joining).
+    pub fn sync_class(&mut self, class: ClassId) -> Result<(), SyncError> {
+        let Some(device) = self.replica.device_id() else { return Ok(()) };
+        let docs = self
+            .replica
+            .roster(&class)
+            .map(|r| r.readable_docs(class, &device))
+            .unwrap_or_default();
+        let sids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.side == Side::Device && s.phase == Phase::Established)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in sids {
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.classes.insert(class);
+            }
+            self.class_sessions.entry(class).or_default().insert(sid);
+            for doc in &docs {
+                self.generate(sid, doc)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read a document as this node currently holds it.
+    pub fn document(&mut self, doc: &DocId) -> Result<&Automerge, SyncError> {
+        self.replica.document(doc)
+    }
+}
+
+/// Pull the changes out of an automerge sync message and pair them with their signatures.
+fn extract_changes(
+    message: &sync::Message,
+    signatures: &[SignatureEntry],
+    max_changes: usize,
+) -> Result<Vec<IncomingChange>, String> {
+    let sigs: HashMap<[u8; 32], ChangeSignature> = signatures
+        .iter()
+        .map(|e| (e.hash, ChangeSignature(e.signature.0)))
+        .collect();
+    let mut out = Vec::new();
+    let mut push = |change: Change| -> Result<(), String> {
+        if out.len() >= max_changes {
+            return Err(format!("more than {max_changes} changes in one message"));
+        }
+        let signature = sigs.get(&change.hash().0).copied();
+        out.push(IncomingChange { change, signature });
+        Ok(())
+    };
+    match message.version {
+        MessageVersion::V1 => {
+            for chunk in message.changes.iter() {
+                let change = Change::try_from(chunk).map_err(|e| format!("malformed change: {e}"))?;
+                push(change)?;
+            }
+        }
+        MessageVersion::V2 => {
+            for data in message.changes.iter() {
+                for (kind, chunk) in split_chunks(data)? {
+                    if kind == CHUNK_DOCUMENT {
+                        let doc = Automerge::load(chunk).map_err(|e| format!("malformed document chunk: {e}"))?;
+                        for change in doc.get_changes(&[]) {
+                            push(change)?;
+                        }
+                    } else {
+                        let change = Change::try_from(chunk).map_err(|e| format!("malformed change: {e}"))?;
+                        push(change)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Automerge's storage chunk magic bytes.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Chunk type of a whole document.
+const CHUNK_DOCUMENT: u8 = 0;
+
+/// Split concatenated Automerge storage chunks (magic, 4-byte checksum, type byte, uLEB128
+/// length, body) into `(type, whole chunk)` pairs.
+fn split_chunks(mut data: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 9 || data[..4] != CHUNK_MAGIC {
+            return Err("malformed chunk header".into());
+        }
+        let kind = data[8];
+        let mut len: u64 = 0;
+        let mut shift = 0u32;
+        let mut i = 9;
+        loop {
+            let Some(&b) = data.get(i) else {
+                return Err("truncated chunk length".into());
+            };
+            if shift > 56 {
+                return Err("chunk length overflows".into());
+            }
+            len |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| i.checked_add(l))
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| "chunk length beyond the data".to_string())?;
+        out.push((kind, &data[..end]));
+        data = &data[end..];
+    }
+    Ok(out)
+}
+

@@ -1,0 +1,944 @@
+//! The documents a node holds, and the rules for letting changes into them.
+//!
+//! A [`Replica`] owns the in-memory Automerge documents, every change's signature, the class
+//! rosters derived from them, and which heads are durable. Changes enter only through
+//! [`Replica::ingest`] (from a peer) or [`Replica::edit`] (local), both of which check the
+//! signature and the author's write right against the roster before applying anything.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use homeroom_core::automerge::transaction::{CommitOptions, Transaction};
+use homeroom_core::automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use homeroom_core::identity::{self, actor_for};
+use homeroom_core::roster::{self, RosterIndex};
+use homeroom_core::{
+    ChangeSignature, ClassId, DeviceId, DeviceKey, DocId, DocKind, MemberId, ModelError,
+    SignedChange, genesis,
+};
+use homeroom_protocol::RejectReason;
+
+use crate::error::SyncError;
+use crate::limits::Limits;
+use crate::source::{DocSource, materialize};
+use crate::write::{NodeEvent, StorageWrite, WriteId, WriteKind};
+
+/// A change received from a peer, with the signature that came with it.
+#[derive(Debug, Clone)]
+pub struct IncomingChange {
+    /// The parsed change.
+    pub change: Change,
+    /// Its signature, if the peer sent one.
+    pub signature: Option<ChangeSignature>,
+}
+
+/// What [`Replica::ingest`] did with a batch.
+#[derive(Debug, Default, Clone)]
+pub struct IngestOutcome {
+    /// Changes verified and applied.
+    pub applied: Vec<ChangeHash>,
+    /// Changes refused for good, with the reason.
+    pub rejected: Vec<(ChangeHash, RejectReason)>,
+    /// Changes held until the roster names their author.
+    pub held: Vec<ChangeHash>,
+}
+
+/// Counters describing one document in memory (for logs, metrics and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocStats {
+    /// Changes applied.
+    pub changes: usize,
+    /// Signatures known.
+    pub signatures: usize,
+    /// Changes held until the roster names their author.
+    pub held: usize,
+    /// Changes refused for good.
+    pub rejected: usize,
+    /// Local changes not yet delivered.
+    pub undelivered: usize,
+    /// Dependencies referenced but missing (changes queued by Automerge).
+    pub missing_deps: usize,
+}
+
+/// A held change waiting for the roster.
+#[derive(Debug, Clone)]
+struct Held {
+    change: Change,
+    signature: ChangeSignature,
+}
+
+/// One document in memory.
+#[derive(Debug)]
+pub(crate) struct DocState {
+    pub(crate) doc: Automerge,
+    pub(crate) signatures: HashMap<ChangeHash, (DeviceId, ChangeSignature)>,
+    /// Heads known to be on disk.
+    pub(crate) durable_heads: Vec<ChangeHash>,
+    /// Changes refused for good: never accepted again.
+    rejected: HashSet<ChangeHash>,
+    /// Changes waiting for the roster to name their author.
+    held: Vec<Held>,
+    /// This device's own changes not yet acknowledged by the relay.
+    pub(crate) undelivered: BTreeSet<ChangeHash>,
+}
+
+/// Who this node is.
+#[derive(Debug)]
+enum Identity {
+    /// A relay: verifies strictly, has no device key, makes no edits.
+    Relay,
+    /// A device with its key and actor id.
+    Device { key: DeviceKey, actor: ActorId },
+}
+
+/// The documents of one node (relay or device) and the rules for changing them.
+pub struct Replica {
+    identity: Identity,
+    source: Box<dyn DocSource + Send>,
+    docs: HashMap<DocId, DocState>,
+    rosters: HashMap<ClassId, RosterIndex>,
+    enrollments: HashMap<DeviceId, BTreeSet<ClassId>>,
+    limits: Limits,
+    writes: VecDeque<StorageWrite>,
+    /// Writes handed out and not yet durable, in order.
+    in_flight: VecDeque<InFlightWrite>,
+    done_early: HashSet<WriteId>,
+    next_write: u64,
+    pub(crate) events: VecDeque<NodeEvent>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("identity", &self.identity)
+            .field("docs", &self.docs.len())
+            .field("classes", &self.rosters.len())
+            .finish()
+    }
+}
+
+impl Replica {
+    /// A relay replica: loads every roster from `source`.
+    pub fn relay(source: Box<dyn DocSource + Send>, limits: Limits) -> Result<Self, SyncError> {
+        Self::new(Identity::Relay, source, limits)
+    }
+
+    /// A device replica with its key and actor-id suffix: loads every stored document.
+    pub fn device(
+        key: DeviceKey,
+        actor_suffix: [u8; identity::ACTOR_SUFFIX_LEN],
+        source: Box<dyn DocSource + Send>,
+        limits: Limits,
+    ) -> Result<Self, SyncError> {
+        let actor = actor_for(&key.device_id(), actor_suffix);
+        let mut r = Self::new(Identity::Device { key, actor }, source, limits)?;
+        for doc in r.source.documents()? {
+            r.doc_state(&doc)?;
+        }
+        Ok(r)
+    }
+
+    fn new(
+        identity: Identity,
+        source: Box<dyn DocSource + Send>,
+        limits: Limits,
+    ) -> Result<Self, SyncError> {
+        let mut r = Self {
+            identity,
+            source,
+            docs: HashMap::new(),
+            rosters: HashMap::new(),
+            enrollments: HashMap::new(),
+            limits,
+            writes: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            done_early: HashSet::new(),
+            next_write: 1,
+            events: VecDeque::new(),
+        };
+        for roster in r.source.rosters()? {
+            r.doc_state(&roster)?;
+            r.reindex(roster.class)?;
+        }
+        Ok(r)
+    }
+
+    /// The local device, if this node is a device.
+    pub fn device_id(&self) -> Option<DeviceId> {
+        match &self.identity {
+            Identity::Device { key, .. } => Some(key.device_id()),
+            Identity::Relay => None,
+        }
+    }
+
+    /// Whether this node is a relay (strict verification, durable acknowledgements).
+    pub fn is_relay(&self) -> bool {
+        matches!(self.identity, Identity::Relay)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The roster index of a class, if the class is known.
+    pub fn roster(&self, class: &ClassId) -> Option<&RosterIndex> {
+        self.rosters.get(class)
+    }
+
+    /// Every class known on this node.
+    pub fn classes(&self) -> Vec<ClassId> {
+        let mut v: Vec<ClassId> = self.rosters.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// The classes a device is enrolled in (active device of an active member).
+    pub fn classes_of(&self, device: &DeviceId) -> Vec<ClassId> {
+        self.enrollments
+            .get(device)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `device` appears in the roster of `class` at all (even revoked): used to tell a
+    /// definitive "not a writer" from "roster not caught up yet".
+    fn is_known_device(&self, class: &ClassId, device: &DeviceId) -> bool {
+        self.rosters
+            .get(class)
+            .is_some_and(|r| r.devices.contains_key(device))
+    }
+
+    /// The in-memory document, loading it (or creating it from genesis) if needed.
+    pub fn document(&mut self, id: &DocId) -> Result<&Automerge, SyncError> {
+        Ok(&self.doc_state(id)?.doc)
+    }
+
+    /// Whether the document is in memory.
+    pub fn is_loaded(&self, id: &DocId) -> bool {
+        self.docs.contains_key(id)
+    }
+
+    /// Drop a document from memory (relay eviction). Durable state stays on disk.
+    pub fn evict(&mut self, id: &DocId) {
+        if id.kind != DocKind::Roster && !self.in_flight.iter().any(|w| w.heads.iter().any(|(d, _)| d == id)) {
+            self.docs.remove(id);
+        }
+    }
+
+    pub(crate) fn doc_state(&mut self, id: &DocId) -> Result<&mut DocState, SyncError> {
+        if !self.docs.contains_key(id) {
+            let actor = self.actor();
+            let state = match self.source.load(id)? {
+                Some(stored) => {
+                    let doc = materialize(id, actor, &stored)?;
+                    let heads = doc.get_heads();
+                    DocState {
+                        doc,
+                        signatures: stored.signatures,
+                        durable_heads: heads,
+                        rejected: HashSet::new(),
+                        held: Vec::new(),
+                        undelivered: BTreeSet::new(),
+                    }
+                }
+                None => {
+                    let doc = genesis::genesis_document(id, actor);
+                    let heads = doc.get_heads();
+                    DocState {
+                        doc,
+                        signatures: HashMap::new(),
+                        durable_heads: heads,
+                        rejected: HashSet::new(),
+                        held: Vec::new(),
+                        undelivered: BTreeSet::new(),
+                    }
+                }
+            };
+            self.docs.insert(*id, state);
+        }
+        self.docs.get_mut(id).ok_or_else(|| SyncError::Storage {
+            what: id.to_string(),
+            reason: "document vanished from memory".into(),
+        })
+    }
+
+    /// Mark stored changes as not yet delivered (device start-up, from the store's records).
+    pub fn set_undelivered(&mut self, doc: &DocId, hashes: impl IntoIterator<Item = ChangeHash>) -> Result<(), SyncError> {
+        let ds = self.doc_state(doc)?;
+        ds.undelivered.extend(hashes);
+        Ok(())
+    }
+
+    /// This device's changes not yet acknowledged by the relay, per document.
+    pub fn undelivered(&self) -> Vec<(DocId, ChangeHash)> {
+        let mut v: Vec<(DocId, ChangeHash)> = self
+            .docs
+            .iter()
+            .flat_map(|(d, s)| s.undelivered.iter().map(move |h| (*d, *h)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether a local change has been acknowledged by the relay.
+    pub fn is_delivered(&self, doc: &DocId, hash: &ChangeHash) -> bool {
+        self.docs
+            .get(doc)
+            .is_some_and(|s| s.doc.get_change_by_hash(hash).is_some() && !s.undelivered.contains(hash))
+    }
+
+    fn actor(&self) -> ActorId {
+        match &self.identity {
+            Identity::Device { actor, .. } => actor.clone(),
+            // The relay never commits; any fixed actor will do.
+            Identity::Relay => ActorId::from(vec![0xffu8; 16]),
+        }
+    }
+
+    /// Heads to advertise for a document: durable heads on a relay; all heads on a device
+    /// (a device's own edits are on its disk before they are synced).
+    pub fn advertised_heads(&mut self, id: &DocId) -> Result<Vec<ChangeHash>, SyncError> {
+        if let Some(ds) = self.docs.get(id) {
+            return Ok(if self.is_relay() {
+                ds.durable_heads.clone()
+            } else {
+                ds.doc.get_heads()
+            });
+        }
+        if let Some(h) = self.source.stored_heads(id)? {
+            return Ok(h);
+        }
+        // Never stored: the document is just its genesis change (not loaded, to save memory).
+        Ok(vec![genesis::genesis_hash(id)])
+    }
+
+    /// The signature of a change, if known.
+    pub(crate) fn signature(&self, doc: &DocId, hash: &ChangeHash) -> Option<ChangeSignature> {
+        self.docs.get(doc)?.signatures.get(hash).map(|(_, s)| *s)
+    }
+
+    fn queue_write(&mut self, kind: WriteKind) -> WriteId {
+        self.queue_write_local(kind, Vec::new())
+    }
+
+    fn queue_write_local(&mut self, kind: WriteKind, local: Vec<(DocId, ChangeHash)>) -> WriteId {
+        let id = WriteId(self.next_write);
+        self.next_write += 1;
+        let heads = match &kind {
+            WriteKind::Changes { heads, .. } => heads.clone(),
+            _ => Vec::new(),
+        };
+        self.in_flight.push_back(InFlightWrite { id, heads, local });
+        self.writes.push_back(StorageWrite { id, kind });
+        id
+    }
+
+    /// The next storage write to perform.
+    pub fn poll_write(&mut self) -> Option<StorageWrite> {
+        self.writes.pop_front()
+    }
+
+    /// A write is durable. Returns the documents whose durable heads advanced.
+    pub fn handle_write_done(&mut self, id: WriteId) -> Vec<DocId> {
+        self.done_early.insert(id);
+        let mut advanced = Vec::new();
+        while let Some(front) = self.in_flight.front() {
+            if !self.done_early.remove(&front.id) {
+                break;
+            }
+            let Some(write) = self.in_flight.pop_front() else { break };
+            for (doc, hash) in write.local {
+                self.events.push_back(NodeEvent::SavedLocally {
+                    doc,
+                    hashes: vec![hash],
+                });
+            }
+            for (doc, h) in write.heads {
+                if let Some(ds) = self.docs.get_mut(&doc) {
+                    ds.durable_heads = h;
+                }
+                if !advanced.contains(&doc) {
+                    advanced.push(doc);
+                }
+            }
+        }
+        advanced
+    }
+
+    /// Whether any write is still waiting to be made durable.
+    pub fn has_pending_writes(&self) -> bool {
+        !self.in_flight.is_empty() || !self.writes.is_empty()
+    }
+
+    /// Verify and apply changes received from a peer.
+    ///
+    /// Each change must carry a valid signature by the device named in its actor id, and that
+    /// device must be allowed to write the document by the class roster. On a relay, a change
+    /// by a device the roster knows but does not allow is rejected for good; a change by a
+    /// device the roster does not (yet) name is held until a roster change names it. A device
+    /// holds every unauthorized change (its roster may lag the relay's) and rejects only bad
+    /// signatures and malformed changes.
+    pub fn ingest(
+        &mut self,
+        doc_id: &DocId,
+        incoming: Vec<IncomingChange>,
+        now_ms: i64,
+    ) -> Result<IngestOutcome, SyncError> {
+        let strict = self.is_relay();
+        let limits = self.limits.clone();
+        let class = doc_id.class;
+        let mut outcome = IngestOutcome::default();
+        let genesis_hash = genesis::genesis_hash(doc_id);
+        let is_roster = doc_id.kind == DocKind::Roster;
+        let batch = order_by_deps(incoming);
+
+        let mut accepted: Vec<(Change, DeviceId, ChangeSignature)> = Vec::new();
+        let mut batch_rejected: HashSet<ChangeHash> = HashSet::new();
+        for inc in batch {
+            let hash = inc.change.hash();
+            let ds = self.doc_state(doc_id)?;
+            if hash == genesis_hash || ds.doc.get_change_by_hash(&hash).is_some() {
+                continue;
+            }
+            if ds.rejected.contains(&hash) {
+                outcome.rejected.push((hash, RejectReason::DependsOnRejected));
+                batch_rejected.insert(hash);
+                continue;
+            }
+            if inc
+                .change
+                .deps()
+                .iter()
+                .any(|d| batch_rejected.contains(d) || ds.rejected.contains(d))
+            {
+                outcome.rejected.push((hash, RejectReason::DependsOnRejected));
+                batch_rejected.insert(hash);
+                continue;
+            }
+            if inc.change.raw_bytes().len() > limits.max_change_bytes {
+                outcome.rejected.push((hash, RejectReason::TooLarge));
+                batch_rejected.insert(hash);
+                continue;
+            }
+            if strict && inc.change.timestamp() > now_ms.saturating_add(limits.max_clock_skew_ms) {
+                outcome.rejected.push((hash, RejectReason::FromTheFuture));
+                batch_rejected.insert(hash);
+                continue;
+            }
+            let Some(signature) = inc.signature else {
+                outcome.rejected.push((hash, RejectReason::BadSignature));
+                batch_rejected.insert(hash);
+                continue;
+            };
+            let verified = match identity::verify_parsed(doc_id, inc.change, &signature) {
+                Ok(v) => v,
+                Err(_) => {
+                    outcome.rejected.push((hash, RejectReason::BadSignature));
+                    batch_rejected.insert(hash);
+                    continue;
+                }
+            };
+            let author = verified.author;
+            let change = verified.change;
+            match self.authorize(doc_id, &change, &author) {
+                Authorization::Allowed => {
+                    if is_roster {
+                        // Apply roster changes one by one: each may grant the next its right.
+                        let was_founded = !self.rosters.get(&class).is_some_and(|r| !r.members.is_empty());
+                        let ds = self.doc_state(doc_id)?;
+                        ds.doc.apply_changes([change.clone()]).map_err(|e| SyncError::CorruptDocument {
+                            doc: *doc_id,
+                            reason: e.to_string(),
+                        })?;
+                        ds.signatures.insert(hash, (author, signature));
+                        self.reindex(class)?;
+                        if was_founded && self.rosters.get(&class).is_some_and(|r| !r.members.is_empty()) {
+                            self.events.push_back(NodeEvent::ClassAdded { class });
+                        }
+                    }
+                    accepted.push((change, author, signature));
+                    outcome.applied.push(hash);
+                }
+                Authorization::Denied if strict && self.is_known_device(&class, &author) => {
+                    outcome.rejected.push((hash, RejectReason::NotAWriter));
+                    batch_rejected.insert(hash);
+                }
+                Authorization::Denied | Authorization::Unknown => {
+                    let ds = self.doc_state(doc_id)?;
+                    if ds.held.len() < limits.max_held_changes
+                        && !ds.held.iter().any(|h| h.change.hash() == hash)
+                    {
+                        ds.held.push(Held { change, signature });
+                    }
+                    outcome.held.push(hash);
+                }
+            }
+        }
+
+        if !accepted.is_empty() {
+            let ds = self.doc_state(doc_id)?;
+            if !is_roster {
+                ds.doc
+                    .apply_changes(accepted.iter().map(|(c, _, _)| c.clone()))
+                    .map_err(|e| SyncError::CorruptDocument {
+                        doc: *doc_id,
+                        reason: e.to_string(),
+                    })?;
+                for (c, a, s) in &accepted {
+                    ds.signatures.insert(c.hash(), (*a, *s));
+                }
+            }
+            let heads = ds.doc.get_heads();
+            let changes = accepted
+                .into_iter()
+                .map(|(c, author, signature)| {
+                    (
+                        *doc_id,
+                        SignedChange {
+                            hash: c.hash(),
+                            author,
+                            bytes: c.raw_bytes().to_vec(),
+                            signature,
+                        },
+                    )
+                })
+                .collect();
+            self.queue_write(WriteKind::Changes {
+                changes,
+                heads: vec![(*doc_id, heads)],
+            });
+            self.events.push_back(NodeEvent::DocumentChanged { doc: *doc_id });
+            if is_roster {
+                self.events.push_back(NodeEvent::RosterChanged { class });
+                self.recheck_held(class, now_ms)?;
+            }
+        }
+        if !outcome.rejected.is_empty() {
+            let ds = self.doc_state(doc_id)?;
+            for (h, _) in &outcome.rejected {
+                ds.rejected.insert(*h);
+            }
+            let reason = outcome.rejected[0].1;
+            self.events.push_back(NodeEvent::Rejected {
+                doc: *doc_id,
+                hashes: outcome.rejected.iter().map(|(h, _)| *h).collect(),
+                reason,
+                ours: false,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Re-verify held changes of every document of `class` after its roster changed.
+    fn recheck_held(&mut self, class: ClassId, now_ms: i64) -> Result<(), SyncError> {
+        let docs: Vec<DocId> = self
+            .docs
+            .iter()
+            .filter(|(d, s)| d.class == class && !s.held.is_empty())
+            .map(|(d, _)| *d)
+            .collect();
+        for doc in docs {
+            let held = match self.docs.get_mut(&doc) {
+                Some(ds) => std::mem::take(&mut ds.held),
+                None => continue,
+            };
+            let incoming = held
+                .into_iter()
+                .map(|h| IncomingChange {
+                    change: h.change,
+                    signature: Some(h.signature),
+                })
+                .collect();
+            self.ingest(&doc, incoming, now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn authorize(&self, doc_id: &DocId, change: &Change, author: &DeviceId) -> Authorization {
+        let class = doc_id.class;
+        let index = self.rosters.get(&class);
+        if doc_id.kind == DocKind::Roster && index.is_none_or(|r| r.members.is_empty()) {
+            // The founding change: its author and nonce must commit to the class id.
+            let founded = change
+                .message()
+                .and_then(roster::founding_nonce)
+                .is_some_and(|nonce| roster::class_id_for(author, &nonce) == class);
+            return if founded {
+                Authorization::Allowed
+            } else {
+                Authorization::Unknown
+            };
+        }
+        match index {
+            None => Authorization::Unknown,
+            Some(r) if r.can_write(author, &doc_id.kind) => Authorization::Allowed,
+            Some(r) if r.devices.contains_key(author) => Authorization::Denied,
+            Some(_) => Authorization::Unknown,
+        }
+    }
+
+    fn reindex(&mut self, class: ClassId) -> Result<(), SyncError> {
+        let id = DocId::new(class, DocKind::Roster);
+        let ds = self.doc_state(&id)?;
+        let index = RosterIndex::read(&ds.doc)?;
+        for set in self.enrollments.values_mut() {
+            set.remove(&class);
+        }
+        for dev in index.devices.keys() {
+            if index.member_of(dev).is_some() {
+                self.enrollments.entry(*dev).or_default().insert(class);
+            }
+        }
+        self.enrollments.retain(|_, s| !s.is_empty());
+        self.rosters.insert(class, index);
+        Ok(())
+    }
+
+    /// Drop changes a peer refused (and everything built on them) from a document, rebuild it
+    /// from the remaining changes, and pick a fresh actor id so no sequence number is reused.
+    pub fn drop_rejected(
+        &mut self,
+        doc_id: &DocId,
+        hashes: &[ChangeHash],
+        reason: RejectReason,
+    ) -> Result<Vec<ChangeHash>, SyncError> {
+        let is_relay = self.is_relay();
+        let ds = self.doc_state(doc_id)?;
+        let all = ds.doc.get_changes(&[]);
+        let mut dropped: HashSet<ChangeHash> = hashes
+            .iter()
+            .filter(|h| ds.doc.get_change_by_hash(h).is_some())
+            .copied()
+            .collect();
+        if dropped.is_empty() {
+            return Ok(Vec::new());
+        }
+        // get_changes returns a causal order, so one pass finds every descendant.
+        let mut keep = Vec::with_capacity(all.len());
+        for c in all {
+            if dropped.contains(&c.hash()) || c.deps().iter().any(|d| dropped.contains(d)) {
+                dropped.insert(c.hash());
+            } else {
+                keep.push(c);
+            }
+        }
+        let actor = ds.doc.get_actor().clone();
+        let mut rebuilt = Automerge::new();
+        rebuilt
+            .apply_changes(keep)
+            .map_err(|e| SyncError::CorruptDocument {
+                doc: *doc_id,
+                reason: e.to_string(),
+            })?;
+        // Rotate the actor suffix deterministically: the dropped sequence numbers may exist
+        // elsewhere, and an actor must never reuse one.
+        let new_actor = if is_relay {
+            actor
+        } else {
+            let mut h = blake3::Hasher::new();
+            h.update(&actor.to_bytes());
+            for d in &dropped {
+                h.update(&d.0);
+            }
+            let bytes = actor.to_bytes();
+            let mut suffix = [0u8; identity::ACTOR_SUFFIX_LEN];
+            suffix.copy_from_slice(&h.finalize().as_bytes()[..identity::ACTOR_SUFFIX_LEN]);
+            let mut device = [0u8; 32];
+            device.copy_from_slice(&bytes[..32.min(bytes.len())]);
+            actor_for(&DeviceId(device), suffix)
+        };
+        rebuilt.set_actor(new_actor.clone());
+        ds.doc = rebuilt;
+        for h in &dropped {
+            ds.signatures.remove(h);
+            ds.undelivered.remove(h);
+            ds.rejected.insert(*h);
+        }
+        ds.durable_heads.retain(|h| !dropped.contains(h));
+        if let Identity::Device { actor, .. } = &mut self.identity {
+            *actor = new_actor;
+        }
+        let dropped: Vec<ChangeHash> = dropped.into_iter().collect();
+        self.queue_write(WriteKind::Rejected {
+            doc: *doc_id,
+            hashes: dropped.clone(),
+            reason,
+        });
+        self.events.push_back(NodeEvent::Rejected {
+            doc: *doc_id,
+            hashes: dropped.clone(),
+            reason,
+            ours: true,
+        });
+        if doc_id.kind == DocKind::Roster {
+            self.reindex(doc_id.class)?;
+        }
+        Ok(dropped)
+    }
+
+    /// The relay acknowledged `heads` of a document as durable: mark this device's changes
+    /// that those heads cover as delivered.
+    pub fn mark_delivered_up_to(&mut self, doc_id: &DocId, heads: &[ChangeHash]) -> Result<Vec<ChangeHash>, SyncError> {
+        let ds = self.doc_state(doc_id)?;
+        if ds.undelivered.is_empty() {
+            return Ok(Vec::new());
+        }
+        let known: Vec<ChangeHash> = heads
+            .iter()
+            .filter(|h| ds.doc.get_change_by_hash(h).is_some())
+            .copied()
+            .collect();
+        if known.is_empty() {
+            return Ok(Vec::new());
+        }
+        let not_covered: HashSet<ChangeHash> =
+            ds.doc.get_changes(&known).iter().map(|c| c.hash()).collect();
+        let delivered: Vec<ChangeHash> = ds
+            .undelivered
+            .iter()
+            .filter(|h| !not_covered.contains(h))
+            .copied()
+            .collect();
+        self.record_delivered(doc_id, delivered.clone())?;
+        Ok(delivered)
+    }
+
+    /// Mark every local change of a document delivered (its digest matched the relay's durable
+    /// digest).
+    pub fn mark_all_delivered(&mut self, doc_id: &DocId) -> Result<Vec<ChangeHash>, SyncError> {
+        let ds = self.doc_state(doc_id)?;
+        let delivered: Vec<ChangeHash> = ds.undelivered.iter().copied().collect();
+        self.record_delivered(doc_id, delivered.clone())?;
+        Ok(delivered)
+    }
+
+    fn record_delivered(&mut self, doc_id: &DocId, delivered: Vec<ChangeHash>) -> Result<(), SyncError> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let ds = self.doc_state(doc_id)?;
+        for h in &delivered {
+            ds.undelivered.remove(h);
+        }
+        self.queue_write(WriteKind::Delivered {
+            doc: *doc_id,
+            hashes: delivered.clone(),
+        });
+        self.events.push_back(NodeEvent::Delivered {
+            doc: *doc_id,
+            hashes: delivered,
+        });
+        Ok(())
+    }
+
+    /// Make a local edit as this device: checks the write right, commits with `now_ms` as the
+    /// change time, signs the change and queues it for a durable local write.
+    pub fn edit<T>(
+        &mut self,
+        doc_id: &DocId,
+        now_ms: i64,
+        f: impl FnOnce(&mut Transaction<'_>, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        self.edit_inner(doc_id, now_ms, true, f)
+    }
+
+    /// Like [`Replica::edit`] without the local write-right check: what a modified or buggy
+    /// client would do. Only for tests of the receivers' enforcement.
+    #[cfg(feature = "test-support")]
+    pub fn edit_unchecked<T>(
+        &mut self,
+        doc_id: &DocId,
+        now_ms: i64,
+        f: impl FnOnce(&mut Transaction<'_>, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        self.edit_inner(doc_id, now_ms, false, f)
+    }
+
+    fn edit_inner<T>(
+        &mut self,
+        doc_id: &DocId,
+        now_ms: i64,
+        checked: bool,
+        f: impl FnOnce(&mut Transaction<'_>, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        let device = self.device_id().ok_or(SyncError::NoDeviceKey)?;
+        let roster = self
+            .rosters
+            .get(&doc_id.class)
+            .cloned()
+            .ok_or(SyncError::UnknownClass(doc_id.class))?;
+        if checked && !roster.can_write(&device, &doc_id.kind) {
+            return Err(SyncError::NotAllowed {
+                doc: *doc_id,
+                reason: "this device may not write this document".into(),
+            });
+        }
+        self.doc_state(doc_id)?;
+        let ds = self.docs.get_mut(doc_id).ok_or(SyncError::UnknownClass(doc_id.class))?;
+        let mut tx = ds.doc.transaction();
+        let value = match f(&mut tx, &roster, device) {
+            Ok(v) => v,
+            Err(e) => {
+                tx.rollback();
+                return Err(e.into());
+            }
+        };
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+        let hash = self.sign_and_queue(doc_id, hash)?;
+        Ok((value, hash))
+    }
+
+    fn sign_and_queue(&mut self, doc_id: &DocId, hash: Option<ChangeHash>) -> Result<Option<ChangeHash>, SyncError> {
+        let Some(hash) = hash else { return Ok(None) };
+        let Identity::Device { key, .. } = &self.identity else {
+            return Err(SyncError::NoDeviceKey);
+        };
+        let ds = self.docs.get_mut(doc_id).ok_or(SyncError::UnknownClass(doc_id.class))?;
+        let change = ds.doc.get_change_by_hash(&hash).ok_or_else(|| SyncError::CorruptDocument {
+            doc: *doc_id,
+            reason: "committed change not found".into(),
+        })?;
+        let signed = SignedChange::sign(key, doc_id, &change);
+        ds.signatures.insert(hash, (signed.author, signed.signature));
+        ds.undelivered.insert(hash);
+        let heads = ds.doc.get_heads();
+        self.queue_write_local(
+            WriteKind::Changes {
+                changes: vec![(*doc_id, signed)],
+                heads: vec![(*doc_id, heads)],
+            },
+            vec![(*doc_id, hash)],
+        );
+        if doc_id.kind == DocKind::Roster {
+            self.reindex(doc_id.class)?;
+            self.events.push_back(NodeEvent::RosterChanged { class: doc_id.class });
+        }
+        Ok(Some(hash))
+    }
+
+    /// Found a new class with this device as head teacher. `nonce` comes from the caller's
+    /// randomness; the class id commits to it and to this device's key.
+    pub fn found_class(
+        &mut self,
+        nonce: [u8; 16],
+        class_name: &str,
+        member: MemberId,
+        teacher_name: &str,
+        now_ms: i64,
+    ) -> Result<ClassId, SyncError> {
+        let device = self.device_id().ok_or(SyncError::NoDeviceKey)?;
+        let class = roster::class_id_for(&device, &nonce);
+        let doc_id = DocId::new(class, DocKind::Roster);
+        self.doc_state(&doc_id)?;
+        let ds = self.docs.get_mut(&doc_id).ok_or(SyncError::UnknownClass(class))?;
+        let mut tx = ds.doc.transaction();
+        if let Err(e) = roster::write_founding(&mut tx, class_name, &device, member, teacher_name, now_ms) {
+            tx.rollback();
+            return Err(e.into());
+        }
+        let (hash, _) = tx.commit_with(roster::founding_commit(&nonce, now_ms));
+        self.sign_and_queue(&doc_id, hash)?;
+        self.events.push_back(NodeEvent::ClassAdded { class });
+        Ok(class)
+    }
+
+    /// Sign the handshake proof over the TLS exporter value.
+    pub(crate) fn sign_handshake(&self, exporter: &[u8; 32]) -> Result<[u8; 64], SyncError> {
+        match &self.identity {
+            Identity::Device { key, .. } => Ok(key.sign(homeroom_protocol::HANDSHAKE_DOMAIN, exporter)),
+            Identity::Relay => Err(SyncError::NoDeviceKey),
+        }
+    }
+
+    /// Queue sync states for persistence (best effort; losing them costs only bandwidth).
+    pub(crate) fn queue_sync_states(&mut self, states: Vec<(DeviceId, DocId, Vec<u8>)>) {
+        self.queue_write(WriteKind::SyncStates(states));
+    }
+
+    /// A persisted sync state for `peer` and `doc`.
+    pub(crate) fn persisted_sync_state(&mut self, peer: &DeviceId, doc: &DocId) -> Result<Option<Vec<u8>>, SyncError> {
+        self.source.sync_state(peer, doc)
+    }
+
+    /// The in-memory document, mutable (for the automerge sync protocol's bookkeeping only:
+    /// changes enter through `ingest` and `edit`).
+    pub(crate) fn document_mut(&mut self, id: &DocId) -> Result<&mut Automerge, SyncError> {
+        Ok(&mut self.doc_state(id)?.doc)
+    }
+
+    /// Every known signature of a document.
+    pub(crate) fn all_signatures(&self, doc: &DocId) -> Vec<(ChangeHash, ChangeSignature)> {
+        self.docs
+            .get(doc)
+            .map(|s| s.signatures.iter().map(|(h, (_, sig))| (*h, *sig)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Counters for one document (loads it).
+    pub fn doc_stats(&mut self, id: &DocId) -> Result<DocStats, SyncError> {
+        let ds = self.doc_state(id)?;
+        Ok(DocStats {
+            changes: ds.doc.get_changes(&[]).len(),
+            signatures: ds.signatures.len(),
+            held: ds.held.len(),
+            rejected: ds.rejected.len(),
+            undelivered: ds.undelivered.len(),
+            missing_deps: ds.doc.get_missing_deps(&[]).len(),
+        })
+    }
+
+    /// Changes of a document not covered by `heads` (for building messages and tests).
+    pub fn changes_since(&mut self, doc: &DocId, heads: &[ChangeHash]) -> Result<Vec<Change>, SyncError> {
+        Ok(self.doc_state(doc)?.doc.get_changes(heads))
+    }
+}
+
+/// A write handed to the driver and not yet reported durable.
+#[derive(Debug)]
+struct InFlightWrite {
+    id: WriteId,
+    /// Heads each document will have on disk once this write is durable.
+    heads: Vec<(DocId, Vec<ChangeHash>)>,
+    /// This device's own new changes in the write ("saved on this device" once durable).
+    local: Vec<(DocId, ChangeHash)>,
+}
+
+enum Authorization {
+    Allowed,
+    Denied,
+    Unknown,
+}
+
+/// Order a batch so each change comes after those of its dependencies that are in the batch.
+fn order_by_deps(batch: Vec<IncomingChange>) -> Vec<IncomingChange> {
+    let in_batch: HashMap<ChangeHash, usize> =
+        batch.iter().enumerate().map(|(i, c)| (c.change.hash(), i)).collect();
+    let mut indegree = vec![0usize; batch.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); batch.len()];
+    for (i, c) in batch.iter().enumerate() {
+        for d in c.change.deps() {
+            if let Some(&j) = in_batch.get(d) {
+                indegree[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..batch.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(batch.len());
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        for &k in &dependents[i] {
+            indegree[k] -= 1;
+            if indegree[k] == 0 {
+                ready.push_back(k);
+            }
+        }
+    }
+    // A cycle is impossible for valid hashes; keep any leftovers at the end anyway.
+    if order.len() < batch.len() {
+        let seen: HashSet<usize> = order.iter().copied().collect();
+        order.extend((0..batch.len()).filter(|i| !seen.contains(i)));
+    }
+    let mut slots: Vec<Option<IncomingChange>> = batch.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
