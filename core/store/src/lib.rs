@@ -36,6 +36,7 @@
 //! file is left as it was.
 #![warn(missing_docs, unreachable_pub)]
 
+mod engine;
 mod error;
 pub mod schema;
 mod store;

@@ -1,1 +1,28 @@
-//! QUIC transport (placeholder).
+//! # homeroom-transport
+//!
+//! The QUIC transport shared by the relay and devices: TLS 1.3 through rustls with the *ring*
+//! provider only, the relay's self-signed certificate (generated once, kept, identified by its
+//! SHA-256 fingerprint), certificate **pinning** on devices (the fingerprint travels in the
+//! invite, so no CA or domain name is needed), transport limits that bound what one peer can
+//! make the relay hold, the TLS exporter value the handshake proof is bound to, and a framed
+//! message stream over one QUIC bidirectional stream.
+#![warn(missing_docs, unreachable_pub)]
+
+mod certificate;
+mod config;
+mod error;
+mod framed;
+
+pub use certificate::{RelayCertificate, fingerprint_of, parse_fingerprint};
+pub use config::{TransportLimits, client_config, server_config};
+pub use error::TransportError;
+pub use framed::{FramedRecv, FramedSend, exporter};
+
+/// The ALPN protocol id: a relay refuses TLS clients that do not speak it.
+pub const ALPN: &[u8] = b"homeroom/1";
+
+/// Install ring as the process-wide rustls provider (idempotent). Quinn's and rcgen's defaults
+/// use ring; pinning one provider avoids rustls's "cannot determine the CryptoProvider" panic.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,91 @@
+//! The store as the sync engine's storage: reads through [`DocSource`], writes by applying the
+//! engine's [`StorageWrite`] requests — many at once in one transaction (group commit).
+
+use homeroom_core::automerge::ChangeHash;
+use homeroom_core::{DeviceId, DocId, DocKind};
+use homeroom_sync::{DocSource, StorageWrite, StoredDocument, SyncError, WriteKind};
+
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::types::WriteBatch;
+
+fn read_err(what: impl Into<String>, e: StoreError) -> SyncError {
+    SyncError::Storage {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+impl DocSource for Store {
+    fn load(&mut self, doc: &DocId) -> Result<Option<StoredDocument>, SyncError> {
+        let loaded = self.load_document(doc).map_err(|e| read_err(doc.to_string(), e))?;
+        Ok(loaded.map(|l| StoredDocument {
+            snapshot: l.snapshot,
+            changes: l.changes,
+            signatures: l.signatures,
+        }))
+    }
+
+    fn rosters(&mut self) -> Result<Vec<DocId>, SyncError> {
+        Ok(Store::documents(self)
+            .map_err(|e| read_err("document list", e))?
+            .into_iter()
+            .filter(|d| d.kind == DocKind::Roster)
+            .collect())
+    }
+
+    fn documents(&mut self) -> Result<Vec<DocId>, SyncError> {
+        Store::documents(self).map_err(|e| read_err("document list", e))
+    }
+
+    fn stored_heads(&mut self, doc: &DocId) -> Result<Option<Vec<ChangeHash>>, SyncError> {
+        let heads = self.heads(doc).map_err(|e| read_err(doc.to_string(), e))?;
+        Ok(if heads.is_empty() { None } else { Some(heads) })
+    }
+
+    fn sync_state(&mut self, peer: &DeviceId, doc: &DocId) -> Result<Option<Vec<u8>>, SyncError> {
+        Store::sync_state(self, peer, doc).map_err(|e| read_err(doc.to_string(), e))
+    }
+}
+
+impl Store {
+    /// Perform the engine's storage writes. Changes, heads and sync states of all `writes` go
+    /// into **one** transaction (one fsync): when this returns `Ok`, every one of them is on
+    /// disk and the caller may report each write done to the engine.
+    pub fn apply_writes(&mut self, writes: &[StorageWrite]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::new();
+        for w in writes {
+            match &w.kind {
+                WriteKind::Changes { changes, heads } => {
+                    for (doc, c) in changes {
+                        batch.put_change(*doc, c.clone());
+                    }
+                    for (doc, h) in heads {
+                        batch.set_heads(*doc, h.clone());
+                    }
+                }
+                WriteKind::SyncStates(states) => {
+                    for (peer, doc, bytes) in states {
+                        batch.put_sync_state(*peer, *doc, bytes.clone());
+                    }
+                }
+                WriteKind::Rejected { .. } | WriteKind::Delivered { .. } => {}
+            }
+        }
+        if !batch.is_empty() {
+            self.write(&batch)?;
+        }
+        for w in writes {
+            match &w.kind {
+                WriteKind::Rejected { doc, hashes, reason } => {
+                    self.reject_changes(doc, hashes, &format!("{reason:?}"))?;
+                }
+                WriteKind::Delivered { doc, hashes } => {
+                    self.mark_delivered(doc, hashes)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! QUIC and TLS configuration for both ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::ALPN;
+use crate::certificate::{RelayCertificate, fingerprint_of};
+use crate::error::TransportError;
+
+/// Transport limits: what one peer can make the other hold. quinn's defaults let one client
+/// pin ~100 MiB of relay memory with unread streams; these do not.
+#[derive(Debug, Clone)]
+pub struct TransportLimits {
+    /// Bidirectional streams a peer may have open at once (the protocol uses one).
+    pub max_bidi_streams: u32,
+    /// Unidirectional streams a peer may open (the protocol uses none).
+    pub max_uni_streams: u32,
+    /// Bytes a peer may have in flight on one stream before we read them.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may have in flight on the whole connection.
+    pub connection_receive_window: u32,
+    /// Close a connection silent for this long.
+    pub idle_timeout: Duration,
+    /// Send keep-alives this often (devices behind NAT).
+    pub keep_alive: Option<Duration>,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        Self {
+            max_bidi_streams: 2,
+            max_uni_streams: 0,
+            stream_receive_window: 1024 * 1024,
+            connection_receive_window: 2 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            keep_alive: Some(Duration::from_secs(20)),
+        }
+    }
+}
+
+impl TransportLimits {
+    fn transport(&self) -> Result<TransportConfig, TransportError> {
+        let mut t = TransportConfig::default();
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_bidi_streams));
+        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_uni_streams));
+        t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
+        t.receive_window(VarInt::from_u32(self.connection_receive_window));
+        t.send_window(u64::from(self.connection_receive_window) * 2);
+        let idle = IdleTimeout::try_from(self.idle_timeout).map_err(|e| TransportError::Tls(e.to_string()))?;
+        t.max_idle_timeout(Some(idle));
+        t.keep_alive_interval(self.keep_alive);
+        Ok(t)
+    }
+}
+
+/// The relay's QUIC server configuration.
+pub fn server_config(cert: &RelayCertificate, limits: &TransportLimits) -> Result<quinn::ServerConfig, TransportError> {
+    crate::install_crypto_provider();
+    let (chain, key) = cert.rustls_parts();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(Arc::new(limits.transport()?));
+    cfg.migration(true);
+    Ok(cfg)
+}
+
+/// A device's QUIC client configuration that trusts exactly the relay certificate whose
+/// SHA-256 is `pinned` (no CA, no name check: the invite carries the fingerprint).
+pub fn client_config(pinned: [u8; 32], limits: &TransportLimits) -> Result<quinn::ClientConfig, TransportError> {
+    crate::install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinnedCertificate {
+        pinned,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(limits.transport()?));
+    Ok(cfg)
+}
+
+/// Accepts exactly one end-entity certificate, by SHA-256 fingerprint, and checks that the
+/// server proves possession of its key (the TLS 1.3 handshake signature).
+#[derive(Debug)]
+struct PinnedCertificate {
+    pinned: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if fingerprint_of(end_entity.as_ref()) == self.pinned {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
