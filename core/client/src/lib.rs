@@ -1,1 +1,20 @@
-//! Device client (placeholder).
+//! # homeroom-client
+//!
+//! The device side of Homeroom. A [`Device`] owns the device's key and SQLite store, the
+//! classes it belongs to (as Automerge documents inside a sans-IO `SyncNode`), and offers the
+//! typed operations an app calls. Every write is signed and on the device's disk before the
+//! call returns ("saved on this device"); the relay's `Saved` acknowledgement later turns it
+//! into "delivered" ([`DeliveryState`]). [`Device::start_sync`] runs a small tokio task that
+//! keeps one QUIC connection to a relay whose certificate is pinned by fingerprint, moves
+//! frames between it and the engine, and reconnects with exponential backoff and jitter.
+#![warn(missing_docs, unreachable_pub)]
+
+mod connection;
+mod device;
+mod error;
+mod ids;
+
+pub use connection::{Backoff, RelayTarget};
+pub use device::{ClassSummary, DeliveryState, Device, DeviceEvent, DeviceObserver, SyncStatus};
+pub use error::ClientError;
+pub use homeroom_core as core;

@@ -125,6 +125,12 @@ pub trait IdSource {
     }
 }
 
+impl<T: IdSource + ?Sized> IdSource for &mut T {
+    fn fill(&mut self, out: &mut [u8]) {
+        (**self).fill(out)
+    }
+}
+
 /// A deterministic [`IdSource`] (splitmix64) for tests and simulations. Not for production ids.
 #[derive(Debug, Clone)]
 pub struct SeededIds(u64);

@@ -421,6 +421,7 @@ impl Sim {
                 }
                 let (ix, sid) = if to_relay { (c.relay, c.relay_sid) } else { (c.device, c.device_sid) };
                 let (dl, rl) = c.lives;
+                let (c_device, c_relay) = (c.device, c.relay);
                 if self.nodes[c.device].life != dl || self.nodes[c.relay].life != rl {
                     return true;
                 }
@@ -432,7 +433,8 @@ impl Sim {
                     Ok(Decoded::Message(msg)) => {
                         let now = self.now;
                         if self.trace {
-                            eprintln!("t={} -> node {ix} {}", now, describe(&msg));
+                            let from = if to_relay { c_device } else { c_relay };
+                            eprintln!("t={} conn{conn} {from} -> {ix} {}", now, describe(&msg));
                         }
                         if let Err(e) = self.nodes[ix].node.handle_message(now, sid, msg) {
                             self.violations.push(format!("engine error at node {ix}: {e}"));

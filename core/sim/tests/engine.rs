@@ -236,7 +236,11 @@ fn chaos(seed: u64, cfg: NetConfig, rounds: usize) {
         sim.connect(d, relay);
     }
     let quiet = sim.run_until_quiet(600_000);
-    if !quiet {
+    let notebook_id = DocId::new(class.id, DocKind::Notebook);
+    let relay_heads = sim.heads(relay, &notebook_id);
+    let diverged = all.iter().any(|&d| sim.heads(d, &notebook_id) != relay_heads);
+    if !quiet || diverged {
+        eprintln!("violations: {:?}", sim.violations());
         let notebook = DocId::new(class.id, DocKind::Notebook);
         for ix in std::iter::once(relay).chain(all.iter().copied()) {
             let d = sim.node(ix).document(&notebook).unwrap();

@@ -500,6 +500,23 @@ impl SyncNode {
             session: sid,
             peer: Some(device),
         });
+        for class in &enrolled {
+            self.push_not_yet_durable(sid, *class, &device)?;
+        }
+        Ok(())
+    }
+
+    /// The catalog describes durable heads (that is what lets a device mark its edits
+    /// delivered). Documents whose in-memory heads are ahead of disk would look "equal" to a
+    /// device that lacks the newer changes: start their sync now instead of waiting.
+    fn push_not_yet_durable(&mut self, sid: SessionId, class: ClassId, device: &DeviceId) -> Result<(), SyncError> {
+        let docs = self.replica.docs_ahead_of_disk(class);
+        for doc in docs {
+            let readable = self.replica.roster(&class).is_some_and(|r| r.can_read(device, &doc.kind));
+            if readable {
+                self.generate(sid, &doc)?;
+            }
+        }
         Ok(())
     }
 
@@ -831,6 +848,7 @@ impl SyncNode {
                         }],
                     },
                 ));
+                self.push_not_yet_durable(sid, class, &peer)?;
             } else if !enrolled && (following || founded_here) {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.classes.remove(&class);
@@ -890,6 +908,22 @@ impl SyncNode {
         f: impl FnOnce(&mut Transaction<'_>, &RosterIndex, DeviceId) -> Result<T, ModelError>,
     ) -> Result<(T, Option<ChangeHash>), SyncError> {
         let (value, hash) = self.replica.edit(doc, now, f)?;
+        if hash.is_some() {
+            self.fan_out(None, doc)?;
+        }
+        Ok((value, hash))
+    }
+
+    /// Like [`SyncNode::edit`], reading a second document of the class (see
+    /// [`Replica::edit_reading`]).
+    pub fn edit_reading<T>(
+        &mut self,
+        doc: &DocId,
+        read: &DocId,
+        now: i64,
+        f: impl FnOnce(&mut Transaction<'_>, &Automerge, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        let (value, hash) = self.replica.edit_reading(doc, read, now, f)?;
         if hash.is_some() {
             self.fan_out(None, doc)?;
         }

@@ -213,6 +213,11 @@ impl Replica {
         Ok(&self.doc_state(id)?.doc)
     }
 
+    /// A document already in memory (see [`Replica::document`] to load one).
+    pub fn loaded_document(&self, id: &DocId) -> Option<&Automerge> {
+        self.docs.get(id).map(|s| &s.doc)
+    }
+
     /// Whether the document is in memory.
     pub fn is_loaded(&self, id: &DocId) -> bool {
         self.docs.contains_key(id)
@@ -742,6 +747,28 @@ impl Replica {
         self.edit_inner(doc_id, now_ms, true, f)
     }
 
+    /// Like [`Replica::edit`], with read access to a second document of the same class (e.g.
+    /// signing in a family lane checks the entry in the notebook).
+    pub fn edit_reading<T>(
+        &mut self,
+        doc_id: &DocId,
+        read_id: &DocId,
+        now_ms: i64,
+        f: impl FnOnce(&mut Transaction<'_>, &Automerge, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), SyncError> {
+        if doc_id == read_id {
+            return Err(SyncError::NotAllowed {
+                doc: *doc_id,
+                reason: "an edit cannot read the document it writes through a second handle".into(),
+            });
+        }
+        self.doc_state(read_id)?;
+        let read = self.docs.remove(read_id).ok_or(SyncError::UnknownClass(read_id.class))?;
+        let result = self.edit_inner(doc_id, now_ms, true, |tx, roster, device| f(tx, &read.doc, roster, device));
+        self.docs.insert(*read_id, read);
+        result
+    }
+
     /// Like [`Replica::edit`] without the local write-right check: what a modified or buggy
     /// client would do. Only for tests of the receivers' enforcement.
     #[cfg(feature = "test-support")]
@@ -872,6 +899,23 @@ impl Replica {
             .get(doc)
             .map(|s| s.signatures.iter().map(|(h, (_, sig))| (*h, *sig)).collect())
             .unwrap_or_default()
+    }
+
+    /// Loaded documents of `class` whose in-memory heads are ahead of their durable heads.
+    pub(crate) fn docs_ahead_of_disk(&self, class: ClassId) -> Vec<DocId> {
+        self.docs
+            .iter()
+            .filter(|(d, s)| {
+                d.class == class && {
+                    let mut a = s.doc.get_heads();
+                    let mut b = s.durable_heads.clone();
+                    a.sort();
+                    b.sort();
+                    a != b
+                }
+            })
+            .map(|(d, _)| *d)
+            .collect()
     }
 
     /// Counters for one document (loads it).

@@ -1,0 +1,254 @@
+//! The sync driver: keeps one QUIC connection to a relay, moves frames between it and the
+//! engine, and reconnects with exponential backoff and jitter when the link drops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use homeroom_protocol::DEFAULT_MAX_FRAME;
+use homeroom_transport::{FramedRecv, FramedSend, TransportError, TransportLimits, client_config, exporter};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::device::{Device, DeviceEvent};
+use crate::error::ClientError;
+use crate::ids::{now_ms, random_bytes};
+
+/// Where and how to sync.
+#[derive(Debug, Clone)]
+pub struct RelayTarget {
+    /// The relay's UDP address.
+    pub addr: SocketAddr,
+    /// SHA-256 of the relay's certificate (from the invite): the only certificate trusted.
+    pub fingerprint: [u8; 32],
+}
+
+/// Reconnect policy.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// First delay after a failure.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running sync task.
+#[derive(Debug)]
+pub(crate) struct SyncHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Device {
+    /// Start syncing with a relay on `runtime` (returns at once; I/O runs on the runtime).
+    pub fn start_sync(&self, runtime: &tokio::runtime::Handle, target: RelayTarget) -> Result<(), ClientError> {
+        self.start_sync_with(runtime, target, Backoff::default())
+    }
+
+    /// Like [`Device::start_sync`] with an explicit reconnect policy.
+    pub fn start_sync_with(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        target: RelayTarget,
+        backoff: Backoff,
+    ) -> Result<(), ClientError> {
+        let mut slot = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(ClientError::SyncState("sync is already running"));
+        }
+        let cfg = client_config(target.fingerprint, &TransportLimits::default())?;
+        let bind: SocketAddr = if target.addr.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0u8; 4], 0))
+        };
+        let endpoint = {
+            let _guard = runtime.enter();
+            let mut ep = quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+            ep.set_default_client_config(cfg);
+            ep
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let device = self.clone();
+        let ep = endpoint.clone();
+        let task = runtime.spawn(async move { run(device, ep, target, backoff, stop_rx).await });
+        *slot = Some(SyncHandle {
+            stop: stop_tx,
+            task,
+            endpoint,
+        });
+        Ok(())
+    }
+
+    /// Stop syncing (unsent edits stay in the store and go out on the next start).
+    pub async fn stop_sync(&self) {
+        let handle = self.sync.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.stop.send(true);
+            let _ = h.task.await;
+            h.endpoint.close(0u32.into(), b"stopped");
+        }
+    }
+
+    /// Move the connection to a new local UDP socket (what a phone does when it switches from
+    /// Wi-Fi to cellular). QUIC migrates the live connection; no reconnect is needed.
+    pub fn rebind(&self) -> Result<(), ClientError> {
+        let slot = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(h) = slot.as_ref() else {
+            return Err(ClientError::SyncState("sync is not running"));
+        };
+        let local = h.endpoint.local_addr().map_err(|source| ClientError::Io {
+            path: "udp socket".into(),
+            source,
+        })?;
+        let bind = SocketAddr::new(local.ip(), 0);
+        let socket = std::net::UdpSocket::bind(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+        h.endpoint.rebind(socket).map_err(|source| ClientError::Io {
+            path: "udp socket".into(),
+            source,
+        })
+    }
+
+    /// The local UDP address sync uses (tests and diagnostics).
+    pub fn local_sync_addr(&self) -> Option<SocketAddr> {
+        let slot = self.sync.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().and_then(|h| h.endpoint.local_addr().ok())
+    }
+}
+
+async fn run(device: Device, endpoint: quinn::Endpoint, target: RelayTarget, backoff: Backoff, mut stop: watch::Receiver<bool>) {
+    let mut delay = backoff.initial;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let started = tokio::time::Instant::now();
+        match session(&device, &endpoint, &target, &mut stop).await {
+            Ok(()) => tracing::info!("relay session ended"),
+            Err(e) => tracing::info!(error = %e, "relay session failed"),
+        }
+        {
+            let mut g = device.lock();
+            g.status.connected = false;
+        }
+        notify(&device, DeviceEvent::Connection { connected: false });
+        if *stop.borrow() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            delay = backoff.initial;
+        }
+        let wait = jittered(delay);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => break,
+        }
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
+fn notify(device: &Device, ev: DeviceEvent) {
+    let obs = device.lock().observer_clone();
+    if let Some(o) = obs {
+        o.on_event(ev);
+    }
+}
+
+/// Half to full `d`, uniformly: reconnects of a whole class after a relay restart spread out.
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if random_bytes(&mut b).is_ok() { u16::from_le_bytes(b) } else { 0x8000 };
+    let frac = 0.5 + f64::from(r) / f64::from(u16::MAX) / 2.0;
+    d.mul_f64(frac)
+}
+
+async fn session(
+    device: &Device,
+    endpoint: &quinn::Endpoint,
+    target: &RelayTarget,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    let connecting = endpoint.connect(target.addr, "homeroom-relay").map_err(TransportError::from)?;
+    let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(r) => r.map_err(TransportError::from)?,
+        Err(_) => return Err(ClientError::SyncState("connecting to the relay timed out")),
+    };
+    let (send, recv) = conn.open_bi().await.map_err(TransportError::from)?;
+    let mut send = FramedSend::new(send, DEFAULT_MAX_FRAME);
+    let mut recv = FramedRecv::new(recv, DEFAULT_MAX_FRAME);
+    let exp = exporter(&conn)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sid = {
+        let mut g = device.lock();
+        let sid = g.node.connect(now_ms(), exp, target.fingerprint)?;
+        g.outbound.insert(sid, tx);
+        g.pump()?;
+        sid
+    };
+    let result = drive(device, sid, &conn, &mut send, &mut recv, &mut rx, stop).await;
+    {
+        let mut g = device.lock();
+        g.outbound.remove(&sid);
+        g.node.handle_closed(sid, "connection ended");
+        let _ = g.pump();
+    }
+    send.finish();
+    conn.close(0u32.into(), b"bye");
+    result
+}
+
+async fn drive(
+    device: &Device,
+    sid: homeroom_sync::SessionId,
+    conn: &quinn::Connection,
+    send: &mut FramedSend,
+    recv: &mut FramedRecv,
+    rx: &mut mpsc::UnboundedReceiver<homeroom_protocol::Message>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            msg = recv.recv() => {
+                match msg? {
+                    Some(m) => {
+                        let mut g = device.lock();
+                        g.node.handle_message(now_ms(), sid, m)?;
+                        g.pump()?;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            out = rx.recv() => {
+                match out {
+                    Some(m) => send.send(&m).await?,
+                    // The engine closed the session.
+                    None => return Ok(()),
+                }
+            }
+            _ = tick.tick() => {
+                let mut g = device.lock();
+                g.node.handle_timeout(now_ms());
+                g.pump()?;
+            }
+            _ = stop.changed() => return Ok(()),
+            e = conn.closed() => return Err(TransportError::from(e).into()),
+        }
+    }
+}
+
+impl crate::device::Inner {
+    pub(crate) fn observer_clone(&self) -> Option<Arc<dyn crate::device::DeviceObserver>> {
+        self.observer_ref().cloned()
+    }
+}

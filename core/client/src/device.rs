@@ -1,0 +1,614 @@
+//! The device: its key and store, its classes, the typed operations an app calls, and what is
+//! saved on this device vs. delivered to the relay.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use homeroom_core::automerge::transaction::Transaction;
+use homeroom_core::automerge::{Automerge, ChangeHash};
+use homeroom_core::entries::{self, NewEntry, PostedEntry, ReplyScope};
+use homeroom_core::roster::{self, Role, RosterIndex};
+use homeroom_core::view::{ClassDocs, NotebookView, Viewer};
+use homeroom_core::{Actor, ClassId, DeviceId, DocId, DocKind, FamilyId, IdSource, ItemId, MemberId, ModelError};
+use homeroom_protocol::Message;
+use homeroom_store::{NodeIdentity, Store};
+use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, SyncNode};
+use tokio::sync::mpsc;
+
+use crate::error::ClientError;
+use crate::ids::{OsIds, now_ms, random_bytes};
+
+/// Whether a local edit is only on this device or acknowledged durable by the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// On this device's disk; not yet acknowledged by the relay.
+    SavedLocally,
+    /// The relay acknowledged it as durable (`Saved`).
+    Delivered,
+    /// Not a local edit of this device (or unknown).
+    NotLocal,
+}
+
+/// What the app is told, through [`DeviceObserver`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// A class's documents changed (remote edits arrived).
+    ClassChanged(ClassId),
+    /// Local edits were acknowledged by the relay.
+    Delivered {
+        /// The class.
+        class: ClassId,
+        /// How many changes.
+        count: usize,
+    },
+    /// Edits were refused by the relay and removed here.
+    Rejected {
+        /// The class.
+        class: ClassId,
+        /// Why, for the user.
+        reason: String,
+    },
+    /// Connected to, or disconnected from, the relay.
+    Connection {
+        /// Whether connected now.
+        connected: bool,
+    },
+}
+
+/// Receives [`DeviceEvent`]s (called on the sync thread: return quickly).
+pub trait DeviceObserver: Send + Sync {
+    /// Something happened.
+    fn on_event(&self, event: DeviceEvent);
+}
+
+/// The sync status an app shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Whether a relay session is established.
+    pub connected: bool,
+    /// Local changes not yet delivered.
+    pub pending: usize,
+    /// When the relay last acknowledged something (ms since the Unix epoch).
+    pub last_delivered_ms: Option<i64>,
+}
+
+/// A class as listed on this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassSummary {
+    /// The class id.
+    pub id: ClassId,
+    /// Its name.
+    pub name: String,
+    /// This device's roles in it.
+    pub roles: Vec<Role>,
+    /// This device's family, for guardians.
+    pub family: Option<FamilyId>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) node: SyncNode,
+    store: Store,
+    ids: OsIds,
+    /// Outbound queues of live sessions (driven by the connection task).
+    pub(crate) outbound: HashMap<SessionId, mpsc::UnboundedSender<Message>>,
+    observer: Option<Arc<dyn DeviceObserver>>,
+    pub(crate) status: SyncStatus,
+    /// Which change created an item (for its delivery state).
+    items: HashMap<ItemId, (DocId, ChangeHash)>,
+}
+
+impl Inner {
+    /// Drain the engine's outputs: durable writes first (fsync), then messages, closes, events.
+    pub(crate) fn pump(&mut self) -> Result<(), ClientError> {
+        loop {
+            let mut progressed = false;
+            let mut writes = Vec::new();
+            while let Some(w) = self.node.poll_write() {
+                writes.push(w);
+            }
+            if !writes.is_empty() {
+                progressed = true;
+                self.store.apply_writes(&writes)?;
+                for w in &writes {
+                    self.node.handle_write_done(w.id);
+                }
+            }
+            while let Some((sid, msg)) = self.node.poll_transmit() {
+                progressed = true;
+                if let Some(tx) = self.outbound.get(&sid) {
+                    let _ = tx.send(msg);
+                }
+            }
+            while let Some((sid, reason)) = self.node.poll_close() {
+                progressed = true;
+                tracing::info!(%sid, %reason, "engine closed the session");
+                self.outbound.remove(&sid);
+            }
+            while let Some(ev) = self.node.poll_event() {
+                self.on_node_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.status.pending = self.node.replica().undelivered().len();
+        Ok(())
+    }
+
+    pub(crate) fn observer_ref(&self) -> Option<&Arc<dyn DeviceObserver>> {
+        self.observer.as_ref()
+    }
+
+    fn notify(&self, event: DeviceEvent) {
+        if let Some(o) = &self.observer {
+            o.on_event(event);
+        }
+    }
+
+    fn on_node_event(&mut self, ev: NodeEvent) {
+        match ev {
+            NodeEvent::DocumentChanged { doc } => self.notify(DeviceEvent::ClassChanged(doc.class)),
+            NodeEvent::Delivered { doc, hashes } => {
+                self.status.last_delivered_ms = Some(now_ms());
+                self.notify(DeviceEvent::Delivered {
+                    class: doc.class,
+                    count: hashes.len(),
+                });
+            }
+            NodeEvent::Rejected { doc, reason, ours: true, .. } => {
+                tracing::warn!(%doc, ?reason, "the relay refused local edits; they were removed");
+                self.notify(DeviceEvent::Rejected {
+                    class: doc.class,
+                    reason: format!("{reason:?}"),
+                });
+            }
+            NodeEvent::SessionEstablished { .. } => {
+                self.status.connected = true;
+                self.notify(DeviceEvent::Connection { connected: true });
+            }
+            NodeEvent::SessionClosed { .. } => {
+                self.status.connected = !self.outbound.is_empty() && self.status.connected;
+            }
+            NodeEvent::PeerMisbehaved { detail, .. } => tracing::warn!(%detail, "relay reported a problem"),
+            NodeEvent::ClassAdded { class } | NodeEvent::RosterChanged { class } => {
+                self.notify(DeviceEvent::ClassChanged(class));
+            }
+            _ => {}
+        }
+    }
+
+    fn remember_item(&mut self, item: ItemId, doc: DocId, hash: Option<ChangeHash>) -> Result<(), ClientError> {
+        if let Some(h) = hash {
+            self.items.insert(item, (doc, h));
+            let mut v = doc.to_string().into_bytes();
+            v.push(b'#');
+            v.extend_from_slice(&h.0);
+            self.store.set_meta(&format!("item/{item}"), &v)?;
+        }
+        Ok(())
+    }
+}
+
+/// A Homeroom device: open it on a data folder, act on classes, sync with a relay.
+///
+/// Every write returns only after the change is on this device's disk (SQLite, WAL,
+/// `synchronous=FULL`): "saved on this device" is literal. Cloning is cheap (shared state).
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<Mutex<Inner>>,
+    device_id: DeviceId,
+    data_dir: PathBuf,
+    pub(crate) sync: Arc<Mutex<Option<crate::connection::SyncHandle>>>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("device", &self.device_id)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+const STORE_FILE: &str = "device.sqlite3";
+
+impl Device {
+    /// Open (or create) the device in `data_dir`: its store, key and documents.
+    pub fn open(data_dir: &Path) -> Result<Device, ClientError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| ClientError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(STORE_FILE);
+        let mut store = Store::open(&path)?;
+        let identity = match store.identity()? {
+            Some(id) => id,
+            None => {
+                let mut secret = [0u8; 32];
+                let mut suffix = [0u8; 8];
+                random_bytes(&mut secret)?;
+                random_bytes(&mut suffix)?;
+                let id = NodeIdentity {
+                    secret,
+                    actor_suffix: suffix,
+                };
+                store.set_identity(&id)?;
+                id
+            }
+        };
+        let reader = Store::open(&path)?;
+        let key = identity.device_key();
+        let device_id = key.device_id();
+        let replica = Replica::device(key, identity.actor_suffix, Box::new(reader), Limits::default())?;
+        let mut node = SyncNode::new(replica);
+        let mut by_doc: HashMap<DocId, Vec<ChangeHash>> = HashMap::new();
+        for (doc, hash) in store.undelivered(None)? {
+            by_doc.entry(doc).or_default().push(hash);
+        }
+        for (doc, hashes) in by_doc {
+            node.replica_mut().set_undelivered(&doc, hashes)?;
+        }
+        let pending = node.replica().undelivered().len();
+        let inner = Inner {
+            node,
+            store,
+            ids: OsIds::new(),
+            outbound: HashMap::new(),
+            observer: None,
+            status: SyncStatus {
+                pending,
+                ..SyncStatus::default()
+            },
+            items: HashMap::new(),
+        };
+        Ok(Device {
+            inner: Arc::new(Mutex::new(inner)),
+            device_id,
+            data_dir: data_dir.to_path_buf(),
+            sync: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would leave the engine in an unknown state; the store
+        // on disk is still consistent (every write is one transaction), so continue with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This device's id (its public key).
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Receive events (replaces any earlier observer).
+    pub fn set_observer(&self, observer: Arc<dyn DeviceObserver>) {
+        self.lock().observer = Some(observer);
+    }
+
+    /// The current sync status.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.lock().status.clone()
+    }
+
+    /// Found a class with this device as head teacher.
+    pub fn create_class(&self, name: &str, teacher_name: &str) -> Result<ClassId, ClientError> {
+        let mut nonce = [0u8; 16];
+        random_bytes(&mut nonce)?;
+        let mut g = self.lock();
+        let member = g.ids.member_id();
+        let class = g.node.found_class(nonce, name, member, teacher_name, now_ms())?;
+        g.pump()?;
+        Ok(class)
+    }
+
+    /// The classes on this device.
+    pub fn classes(&self) -> Vec<ClassSummary> {
+        let g = self.lock();
+        g.node
+            .replica()
+            .classes()
+            .into_iter()
+            .filter_map(|c| {
+                let r = g.node.replica().roster(&c)?;
+                let m = r.member_of(&self.device_id);
+                Some(ClassSummary {
+                    id: c,
+                    name: r.class_name.clone(),
+                    roles: m.map(|m| m.roles.iter().copied().collect()).unwrap_or_default(),
+                    family: m.and_then(|m| m.family),
+                })
+            })
+            .collect()
+    }
+
+    /// The roster of a class.
+    pub fn roster(&self, class: ClassId) -> Result<RosterIndex, ClientError> {
+        self.lock()
+            .node
+            .replica()
+            .roster(&class)
+            .cloned()
+            .ok_or(ClientError::UnknownClass(class))
+    }
+
+    /// Make a change to a document of a class with a typed operation. The change is signed,
+    /// on disk when this returns, and queued for every connected relay.
+    pub fn edit<T>(
+        &self,
+        doc: DocId,
+        f: impl FnOnce(&mut Transaction<'_>, &Actor<'_>, &mut dyn IdSource) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), ClientError> {
+        let mut g = self.lock();
+        let now = now_ms();
+        let Inner { node, ids, .. } = &mut *g;
+        let r = node.edit(&doc, now, |tx, roster, device| {
+            let actor = Actor::new(roster, device, now);
+            f(tx, &actor, ids)
+        });
+        let r = map_edit_error(doc.class, r)?;
+        g.pump()?;
+        Ok(r)
+    }
+
+    /// Like [`Device::edit`], reading a second document of the class.
+    pub fn edit_reading<T>(
+        &self,
+        doc: DocId,
+        read: DocId,
+        f: impl FnOnce(&mut Transaction<'_>, &Automerge, &Actor<'_>, &mut dyn IdSource) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), ClientError> {
+        let mut g = self.lock();
+        let now = now_ms();
+        let Inner { node, ids, .. } = &mut *g;
+        let r = node.edit_reading(&doc, &read, now, |tx, other, roster, device| {
+            let actor = Actor::new(roster, device, now);
+            f(tx, other, &actor, ids)
+        });
+        let r = map_edit_error(doc.class, r)?;
+        g.pump()?;
+        Ok(r)
+    }
+
+    /// Read a document (as this device holds it) with a typed read.
+    pub fn read<T>(
+        &self,
+        doc: DocId,
+        f: impl FnOnce(&Automerge, &RosterIndex) -> Result<T, ModelError>,
+    ) -> Result<T, ClientError> {
+        let mut g = self.lock();
+        let roster = g
+            .node
+            .replica()
+            .roster(&doc.class)
+            .cloned()
+            .ok_or(ClientError::UnknownClass(doc.class))?;
+        let am = g.node.document(&doc)?;
+        Ok(f(am, &roster)?)
+    }
+
+    /// Add a family to a class (staff).
+    pub fn add_family(&self, class: ClassId, name: &str) -> Result<FamilyId, ClientError> {
+        let (fam, _) = self.edit(DocId::new(class, DocKind::Roster), |tx, actor, ids| {
+            actor.require_staff()?;
+            let fam = ids.family_id();
+            roster::add_family(tx, fam, name)?;
+            Ok(fam)
+        })?;
+        Ok(fam)
+    }
+
+    /// Add a member (staff), optionally enrolling one device for them.
+    pub fn add_member(
+        &self,
+        class: ClassId,
+        name: &str,
+        roles: &[Role],
+        family: Option<FamilyId>,
+        device: Option<DeviceId>,
+    ) -> Result<MemberId, ClientError> {
+        let (member, _) = self.edit(DocId::new(class, DocKind::Roster), |tx, actor, ids| {
+            actor.require_staff()?;
+            if let Some(f) = family {
+                if !actor.roster.families.contains_key(&f) {
+                    return Err(ModelError::UnknownId {
+                        kind: "family",
+                        id: f.to_hex(),
+                    });
+                }
+            }
+            let member = ids.member_id();
+            roster::add_member(tx, member, name, roles, family)?;
+            if let Some(d) = device {
+                roster::add_device(tx, d, member, actor.now)?;
+            }
+            Ok(member)
+        })?;
+        Ok(member)
+    }
+
+    /// Enroll another device for an existing member (staff).
+    pub fn enroll_device(&self, class: ClassId, member: MemberId, device: DeviceId) -> Result<(), ClientError> {
+        self.edit(DocId::new(class, DocKind::Roster), |tx, actor, _| {
+            actor.require_staff()?;
+            if !actor.roster.members.contains_key(&member) {
+                return Err(ModelError::UnknownId {
+                    kind: "member",
+                    id: member.to_hex(),
+                });
+            }
+            roster::add_device(tx, device, member, actor.now)
+        })?;
+        Ok(())
+    }
+
+    /// Revoke a device (staff): its future changes are refused everywhere.
+    pub fn revoke_device(&self, class: ClassId, device: DeviceId) -> Result<(), ClientError> {
+        self.edit(DocId::new(class, DocKind::Roster), |tx, actor, _| {
+            actor.require_staff()?;
+            roster::revoke_device(tx, device, actor.now)
+        })?;
+        Ok(())
+    }
+
+    /// Post a notebook entry (staff).
+    pub fn post_entry(&self, class: ClassId, entry: &NewEntry<'_>) -> Result<PostedEntry, ClientError> {
+        let doc = DocId::new(class, DocKind::Notebook);
+        let (posted, hash) = self.edit(doc, |tx, actor, mut ids| entries::post_entry(tx, actor, &mut ids, entry))?;
+        self.lock().remember_item(posted.entry, doc, hash)?;
+        Ok(posted)
+    }
+
+    /// Edit an entry (staff); `material` asks families to sign again.
+    pub fn edit_entry(
+        &self,
+        class: ClassId,
+        entry: ItemId,
+        title: &str,
+        text: &str,
+        material: bool,
+    ) -> Result<ItemId, ClientError> {
+        let doc = DocId::new(class, DocKind::Notebook);
+        let (rev, hash) = self.edit(doc, |tx, actor, mut ids| {
+            entries::edit_entry(tx, actor, &mut ids, entry, title, text, material)
+        })?;
+        self.lock().remember_item(rev, doc, hash)?;
+        Ok(rev)
+    }
+
+    fn my_family(&self, class: ClassId) -> Result<FamilyId, ClientError> {
+        let g = self.lock();
+        let r = g.node.replica().roster(&class).ok_or(ClientError::UnknownClass(class))?;
+        let m = r.member_of(&self.device_id).ok_or(ClientError::NotAMember(class))?;
+        m.family
+            .filter(|f| m.is_guardian_of(f))
+            .ok_or_else(|| ClientError::Model(ModelError::NotAllowed("only guardians may do this".into())))
+    }
+
+    /// Sign the latest revision of an entry (guardian).
+    pub fn sign(&self, class: ClassId, entry: ItemId) -> Result<ItemId, ClientError> {
+        let family = self.my_family(class)?;
+        let lane = DocId::new(class, DocKind::Lane(family));
+        let notebook = DocId::new(class, DocKind::Notebook);
+        let (sig, hash) = self.edit_reading(lane, notebook, |tx, nb, actor, mut ids| {
+            let e = entries::read_entry(nb, entry)?;
+            let latest = e.latest().map(|r| r.id).ok_or_else(|| ModelError::UnknownId {
+                kind: "entry",
+                id: entry.to_hex(),
+            })?;
+            entries::sign_entry(tx, actor, &mut ids, nb, entry, latest, None)
+        })?;
+        self.lock().remember_item(sig, lane, hash)?;
+        Ok(sig)
+    }
+
+    /// Reply under an entry: public (the family's board) or private (the family's lane).
+    pub fn reply(&self, class: ClassId, entry: ItemId, text: &str, public: bool) -> Result<ItemId, ClientError> {
+        let family = self.my_family(class)?;
+        let doc = DocId::new(
+            class,
+            if public {
+                DocKind::Board(family)
+            } else {
+                DocKind::Lane(family)
+            },
+        );
+        let notebook = DocId::new(class, DocKind::Notebook);
+        let scope = if public { ReplyScope::Public } else { ReplyScope::Private };
+        let (id, hash) = self.edit_reading(doc, notebook, |tx, nb, actor, mut ids| {
+            entries::post_reply(tx, actor, &mut ids, nb, scope, entry, text)
+        })?;
+        self.lock().remember_item(id, doc, hash)?;
+        Ok(id)
+    }
+
+    /// The notebook as this device's member sees it: entries with revisions, signatures and
+    /// replies composed across the documents this device holds.
+    pub fn notebook(&self, class: ClassId) -> Result<NotebookView, ClientError> {
+        let mut g = self.lock();
+        let roster = g
+            .node
+            .replica()
+            .roster(&class)
+            .cloned()
+            .ok_or(ClientError::UnknownClass(class))?;
+        let viewer = Viewer::of_device(&roster, &self.device_id).map_err(|_| ClientError::NotAMember(class))?;
+        let families: Vec<FamilyId> = roster.families.keys().copied().collect();
+        let mut lane_ids = Vec::new();
+        let mut board_ids = Vec::new();
+        for f in &families {
+            if roster.can_read(&self.device_id, &DocKind::Lane(*f)) {
+                lane_ids.push(*f);
+            }
+            board_ids.push(*f);
+        }
+        // Load every document first, then borrow them all immutably.
+        let notebook_id = DocId::new(class, DocKind::Notebook);
+        g.node.document(&notebook_id)?;
+        for f in &lane_ids {
+            g.node.document(&DocId::new(class, DocKind::Lane(*f)))?;
+        }
+        for f in &board_ids {
+            g.node.document(&DocId::new(class, DocKind::Board(*f)))?;
+        }
+        let replica = g.node.replica();
+        let get = |d: DocId| replica.loaded_document(&d);
+        let notebook = get(notebook_id).ok_or(ClientError::UnknownClass(class))?;
+        let lanes = lane_ids
+            .iter()
+            .filter_map(|f| get(DocId::new(class, DocKind::Lane(*f))).map(|d| (*f, d)))
+            .collect();
+        let boards = board_ids
+            .iter()
+            .filter_map(|f| get(DocId::new(class, DocKind::Board(*f))).map(|d| (*f, d)))
+            .collect();
+        let docs = ClassDocs { notebook, lanes, boards };
+        Ok(NotebookView::build(&roster, &viewer, &docs)?)
+    }
+
+    /// Whether a local item (entry, revision, signature, reply…) is delivered to the relay.
+    pub fn delivery_state(&self, item: ItemId) -> Result<DeliveryState, ClientError> {
+        let mut g = self.lock();
+        let known = g.items.get(&item).copied();
+        let found = match known {
+            Some(x) => Some(x),
+            None => match g.store.meta(&format!("item/{item}"))? {
+                Some(v) if v.len() > 33 => {
+                    let (doc, hash) = v.split_at(v.len() - 33);
+                    let doc: Option<DocId> = std::str::from_utf8(doc).ok().and_then(|s| s.parse().ok());
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(&hash[1..]);
+                    doc.map(|d| (d, ChangeHash(h)))
+                }
+                _ => None,
+            },
+        };
+        let Some((doc, hash)) = found else { return Ok(DeliveryState::NotLocal) };
+        g.items.insert(item, (doc, hash));
+        Ok(if g.node.replica().is_delivered(&doc, &hash) {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::SavedLocally
+        })
+    }
+}
+
+fn map_edit_error<T>(class: ClassId, r: Result<T, homeroom_sync::SyncError>) -> Result<T, ClientError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(homeroom_sync::SyncError::UnknownClass(c)) => Err(ClientError::UnknownClass(c)),
+        Err(homeroom_sync::SyncError::NotAllowed { reason, .. }) => {
+            Err(ClientError::Model(ModelError::NotAllowed(reason)))
+        }
+        Err(homeroom_sync::SyncError::Model(m)) => Err(ClientError::Model(m)),
+        Err(e) => {
+            let _ = class;
+            Err(ClientError::Sync(e))
+        }
+    }
+}

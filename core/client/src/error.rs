@@ -1,0 +1,44 @@
+//! Errors of the device client.
+
+use homeroom_core::{ClassId, ModelError};
+use homeroom_store::StoreError;
+use homeroom_sync::SyncError;
+use homeroom_transport::TransportError;
+
+/// Why a device operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The local store failed (the operation did not happen, or is not on disk).
+    #[error("local storage: {0}")]
+    Store(#[from] StoreError),
+    /// A document-level rule refused the operation (bad input, wrong role, unknown id).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The sync engine refused the operation.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The network failed.
+    #[error("network: {0}")]
+    Transport(#[from] TransportError),
+    /// The class is not on this device.
+    #[error("class {0} is not on this device")]
+    UnknownClass(ClassId),
+    /// The device is not an active member of the class.
+    #[error("this device is not a member of class {0}")]
+    NotAMember(ClassId),
+    /// The operating system's random source failed.
+    #[error("random source unavailable: {0}")]
+    Randomness(String),
+    /// A filesystem operation on the data folder failed.
+    #[error("data folder {path}: {source}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Sync is already running, or not running.
+    #[error("{0}")]
+    SyncState(&'static str),
+}
