@@ -19,7 +19,7 @@ pub fn top_level_maps(kind: &DocKind) -> &'static [&'static str] {
         DocKind::Roster => &["class", "members", "devices", "families"],
         DocKind::Notebook => &[
             "entries", "events", "decisions", "duty", "surveys", "chains", "leave_decisions",
-            "homework",
+            "homework", "moderation",
         ],
         DocKind::Lane(_) => &[
             "signatures",
