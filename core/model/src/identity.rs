@@ -291,6 +291,13 @@ pub fn verify_change(
     bytes: &[u8],
     signature: &ChangeSignature,
 ) -> Result<VerifiedChange, IdentityError> {
+    // Only plain change chunks (type 1): automerge's parser panics on some other chunk types
+    // (found by fuzzing), and compressed ones inflate without limit.
+    if bytes.len() < 9 || bytes[..4] != [0x85, 0x6f, 0x4a, 0x83] || bytes[8] != 1 {
+        return Err(IdentityError::MalformedChange {
+            reason: "not an uncompressed change chunk".into(),
+        });
+    }
     let change = Change::try_from(bytes).map_err(|e| IdentityError::MalformedChange {
         reason: e.to_string(),
     })?;

@@ -1,8 +1,8 @@
 //! Short digests of document heads, used by the catalog so an idle reconnect costs one round
 //! trip: equal digests mean equal heads (with overwhelming probability), so nothing to sync.
 
-use homeroom_core::automerge::ChangeHash;
 use homeroom_core::DocId;
+use homeroom_core::automerge::ChangeHash;
 
 use crate::message::Digest;
 
@@ -24,7 +24,7 @@ pub fn heads_digest(heads: &[ChangeHash]) -> Digest {
 /// one value a device and the relay compare per class on reconnect.
 pub fn class_digest(docs: &[(DocId, Digest)]) -> Digest {
     let mut sorted: Vec<&(DocId, Digest)> = docs.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.sort_by_key(|d| d.0);
     let mut h = blake3::Hasher::new();
     h.update(b"homeroom/class/v1\0");
     for (doc, digest) in sorted {

@@ -38,7 +38,9 @@ impl<'de> Deserialize<'de> for Sig64 {
                 f.write_str("64 signature bytes")
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Sig64, E> {
-                let arr: [u8; 64] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+                let arr: [u8; 64] = v
+                    .try_into()
+                    .map_err(|_| E::invalid_length(v.len(), &self))?;
                 Ok(Sig64(arr))
             }
         }
@@ -101,6 +103,8 @@ pub enum RejectReason {
     TooLarge,
     /// The document is a read-only archive.
     ReadOnly,
+    /// The change's timestamp is too far ahead of the receiver's clock.
+    FromTheFuture,
 }
 
 /// Errors a peer reports before (usually) closing.
@@ -129,7 +133,14 @@ pub enum ErrorCode {
     ShuttingDown,
 }
 
+/// How many kinds of [`Message`] this build knows: their postcard tags are `0..MESSAGE_TAGS`.
+/// A new kind is only ever appended (never inserted or reordered), so tags stay stable.
+pub(crate) const MESSAGE_TAGS: u32 = 8;
+
 /// Every message of the protocol.
+///
+/// On the wire (postcard): the variant's index as a varint tag (`Hello` = 0 … `Error` = 7),
+/// then the fields in declaration order. See `docs/protocol.md` for every field's encoding.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Device → relay, first message: versions, key, proof of possession bound to the TLS

@@ -616,8 +616,14 @@ impl SyncNode {
                 return Ok(());
             }
         }
-        let mut message = match sync::Message::decode(payload) {
-            Ok(m) => m,
+        // Never sync::Message::decode directly: some decodable messages crash or exhaust
+        // automerge later (see homeroom_protocol::decode_sync_payload).
+        let mut message = match homeroom_protocol::decode_sync_payload(payload) {
+            Ok(m) if m.version == MessageVersion::V1 => m,
+            Ok(_) => {
+                self.fail(sid, ErrorCode::MalformedFrame, "V2 sync messages are not accepted", false);
+                return Ok(());
+            }
             Err(e) => {
                 self.fail(sid, ErrorCode::MalformedFrame, &format!("bad automerge sync message: {e}"), false);
                 return Ok(());
@@ -633,8 +639,11 @@ impl SyncNode {
         let had_changes = !incoming.is_empty();
         let outcome = self.replica.ingest(&doc, incoming, now)?;
         // We applied (or refused) the changes ourselves: hand automerge the rest of the message.
+        // Without the peer's flags automerge never learns it "supports V2", so we only ever
+        // send V1 messages (individual, signed changes; no whole-document chunks to inflate).
         message.changes = ChunkList::empty();
         message.version = MessageVersion::V1;
+        message.flags = None;
         self.ensure_peer_doc(sid, &doc)?;
         let rejected = !outcome.rejected.is_empty();
         self.receive(sid, &doc, message)?;
@@ -666,7 +675,10 @@ impl SyncNode {
             // Nothing new: tell a reconnecting device what is durable here.
             self.send_saved(sid, &doc, false);
         }
-        if outcome.applied.is_empty() && !outcome.held.is_empty() {
+        if outcome.applied.is_empty()
+            && !outcome.held.is_empty()
+            && self.replica.held_missing_deps(&doc).is_empty()
+        {
             // We cannot use these changes until the roster names their author. Replying now would
             // only ask for them again; the roster change re-triggers this document's sync.
             return Ok(());
@@ -720,9 +732,29 @@ impl SyncNode {
         self.ensure_peer_doc(sid, doc)?;
         let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
         let Some(pd) = s.docs.get_mut(doc) else { return Ok(()) };
+        let missing = self.replica.held_missing_deps(doc);
         let am = self.replica.document_mut(doc)?;
-        let Some(message) = am.generate_sync_message(&mut pd.state) else {
-            return Ok(());
+        let message = match am.generate_sync_message(&mut pd.state) {
+            Some(mut m) => {
+                for h in &missing {
+                    if !m.need.contains(h) {
+                        m.need.push(*h);
+                    }
+                }
+                // The wire format requires sorted hash lists.
+                m.need.sort();
+                m
+            }
+            // Nothing automerge wants to say, but held changes lack dependencies: ask for them.
+            None if !missing.is_empty() => sync::Message {
+                heads: am.get_heads(),
+                need: missing,
+                have: Vec::new(),
+                changes: ChunkList::empty(),
+                flags: None,
+                version: MessageVersion::V1,
+            },
+            None => return Ok(()),
         };
         let signatures = self.signatures_for(doc, &message);
         self.transmits.push_back((
@@ -754,21 +786,8 @@ impl SyncNode {
                     }
                 }
             }
-            MessageVersion::V2 => {
-                for data in message.changes.iter() {
-                    let Ok(chunks) = split_chunks(data) else { continue };
-                    for (kind, chunk) in chunks {
-                        if kind == CHUNK_DOCUMENT {
-                            // A whole document: every change of ours is in it.
-                            for (hash, sig) in self.replica.all_signatures(doc) {
-                                push(hash, Some(sig));
-                            }
-                        } else if let Ok(c) = Change::try_from(chunk) {
-                            push(c.hash(), self.replica.signature(doc, &c.hash()));
-                        }
-                    }
-                }
-            }
+            // We never produce V2 messages (see on_sync); nothing to sign.
+            MessageVersion::V2 => {}
         }
         out
     }
@@ -1004,7 +1023,7 @@ impl SyncNode {
     }
 }
 
-/// Pull the changes out of an automerge sync message and pair them with their signatures.
+/// Pull the changes out of a (V1) automerge sync message and pair them with their signatures.
 fn extract_changes(
     message: &sync::Message,
     signatures: &[SignatureEntry],
@@ -1014,80 +1033,15 @@ fn extract_changes(
         .iter()
         .map(|e| (e.hash, ChangeSignature(e.signature.0)))
         .collect();
-    let mut out = Vec::new();
-    let mut push = |change: Change| -> Result<(), String> {
-        if out.len() >= max_changes {
-            return Err(format!("more than {max_changes} changes in one message"));
-        }
+    if message.changes.len() > max_changes {
+        return Err(format!("more than {max_changes} changes in one message"));
+    }
+    let mut out = Vec::with_capacity(message.changes.len());
+    for chunk in message.changes.iter() {
+        homeroom_protocol::check_change_chunk(chunk).map_err(|e| format!("refused change chunk: {e}"))?;
+        let change = Change::try_from(chunk).map_err(|e| format!("malformed change: {e}"))?;
         let signature = sigs.get(&change.hash().0).copied();
         out.push(IncomingChange { change, signature });
-        Ok(())
-    };
-    match message.version {
-        MessageVersion::V1 => {
-            for chunk in message.changes.iter() {
-                let change = Change::try_from(chunk).map_err(|e| format!("malformed change: {e}"))?;
-                push(change)?;
-            }
-        }
-        MessageVersion::V2 => {
-            for data in message.changes.iter() {
-                for (kind, chunk) in split_chunks(data)? {
-                    if kind == CHUNK_DOCUMENT {
-                        let doc = Automerge::load(chunk).map_err(|e| format!("malformed document chunk: {e}"))?;
-                        for change in doc.get_changes(&[]) {
-                            push(change)?;
-                        }
-                    } else {
-                        let change = Change::try_from(chunk).map_err(|e| format!("malformed change: {e}"))?;
-                        push(change)?;
-                    }
-                }
-            }
-        }
     }
     Ok(out)
 }
-
-/// Automerge's storage chunk magic bytes.
-const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-/// Chunk type of a whole document.
-const CHUNK_DOCUMENT: u8 = 0;
-
-/// Split concatenated Automerge storage chunks (magic, 4-byte checksum, type byte, uLEB128
-/// length, body) into `(type, whole chunk)` pairs.
-fn split_chunks(mut data: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        if data.len() < 9 || data[..4] != CHUNK_MAGIC {
-            return Err("malformed chunk header".into());
-        }
-        let kind = data[8];
-        let mut len: u64 = 0;
-        let mut shift = 0u32;
-        let mut i = 9;
-        loop {
-            let Some(&b) = data.get(i) else {
-                return Err("truncated chunk length".into());
-            };
-            if shift > 56 {
-                return Err("chunk length overflows".into());
-            }
-            len |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| i.checked_add(l))
-            .filter(|&e| e <= data.len())
-            .ok_or_else(|| "chunk length beyond the data".to_string())?;
-        out.push((kind, &data[..end]));
-        data = &data[end..];
-    }
-    Ok(out)
-}
-

@@ -122,7 +122,8 @@ impl Replica {
         Self::new(Identity::Relay, source, limits)
     }
 
-    /// A device replica with its key and actor-id suffix: loads every stored document.
+    /// A device replica with its key and actor-id suffix. Rosters load at once; every other
+    /// document loads when first used (opening a device stays fast however big a year gets).
     pub fn device(
         key: DeviceKey,
         actor_suffix: [u8; identity::ACTOR_SUFFIX_LEN],
@@ -130,11 +131,7 @@ impl Replica {
         limits: Limits,
     ) -> Result<Self, SyncError> {
         let actor = actor_for(&key.device_id(), actor_suffix);
-        let mut r = Self::new(Identity::Device { key, actor }, source, limits)?;
-        for doc in r.source.documents()? {
-            r.doc_state(&doc)?;
-        }
-        Ok(r)
+        Self::new(Identity::Device { key, actor }, source, limits)
     }
 
     fn new(
@@ -893,12 +890,23 @@ impl Replica {
         Ok(&mut self.doc_state(id)?.doc)
     }
 
-    /// Every known signature of a document.
-    pub(crate) fn all_signatures(&self, doc: &DocId) -> Vec<(ChangeHash, ChangeSignature)> {
-        self.docs
-            .get(doc)
-            .map(|s| s.signatures.iter().map(|(h, (_, sig))| (*h, *sig)).collect())
-            .unwrap_or_default()
+    /// Dependencies of held changes that are neither in the document nor held themselves: what
+    /// to ask the peer for (automerge cannot, as held changes are invisible to it).
+    pub(crate) fn held_missing_deps(&self, doc: &DocId) -> Vec<ChangeHash> {
+        let Some(ds) = self.docs.get(doc) else { return Vec::new() };
+        if ds.held.is_empty() {
+            return Vec::new();
+        }
+        let held: HashSet<ChangeHash> = ds.held.iter().map(|h| h.change.hash()).collect();
+        let mut out: Vec<ChangeHash> = ds
+            .held
+            .iter()
+            .flat_map(|h| h.change.deps().iter().copied())
+            .filter(|d| !held.contains(d) && ds.doc.get_change_by_hash(d).is_none())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Loaded documents of `class` whose in-memory heads are ahead of their durable heads.
