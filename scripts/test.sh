@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test in the repository. Installs what the tests need on a fresh Debian 12 machine
-# with the Rust toolchain: nothing else is assumed. Usage: scripts/test.sh
-# Long soaks, fuzz campaigns and benchmarks live beside it: see docs/testing.md.
+# Runs every test in the repository, installing what the tests need on a fresh Debian 12
+# machine with the Rust toolchain. Usage: scripts/test.sh
+#
+# 1. cargo test over the whole workspace, all targets: unit and integration tests, the
+#    simulated-network runs, the kill -9 store loop, the real relay process tests, the
+#    end-to-end device tests, the fuzz-seed regression gate — and every benchmark once in
+#    its quick mode (HOMEROOM_BENCH_QUICK=1), so benchmarks cannot rot.
+# 2. a short fuzz run of every cargo-fuzz target (installs cargo-fuzz if missing).
+#
+# Longer runs live beside this (docs/testing.md): `HOMEROOM_SEEDS=200 cargo test -p
+# homeroom-sim` (simulation soak), `scripts/fuzz.sh 3600` (fuzz campaign), `cargo bench`
+# (full benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+export HOMEROOM_BENCH_QUICK=1
+FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 
 step() { printf '\n== %s ==\n' "$*"; }
+started=$(date +%s)
 
-step "Rust: build and test the whole workspace"
+step "Rust: build and test the whole workspace (benchmarks in quick mode)"
 cargo test --workspace --all-targets --no-fail-fast
 
-if [ -x scripts/test-more.sh ]; then
-  scripts/test-more.sh
-fi
-step "all tests passed"
+step "Fuzzing: ${FUZZ_SECONDS}s per target"
+scripts/fuzz.sh "$FUZZ_SECONDS"
+
+step "all tests passed in $(( $(date +%s) - started ))s"
