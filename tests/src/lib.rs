@@ -65,8 +65,14 @@ impl RelayProcess {
         let (tx, rx) = mpsc::channel::<String>();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -88,10 +94,11 @@ impl RelayProcess {
                 .recv_timeout(left)
                 .map_err(|_| anyhow!("relay did not report its address and fingerprint"))?;
             for tok in line.split(|c: char| c.is_whitespace() || c == '=' || c == '"' || c == ',') {
-                if addr.is_none() && line.contains("listening") {
-                    if let Ok(a) = tok.parse::<SocketAddr>() {
-                        addr = Some(a);
-                    }
+                if addr.is_none()
+                    && line.contains("listening")
+                    && let Ok(a) = tok.parse::<SocketAddr>()
+                {
+                    addr = Some(a);
                 }
                 if fp.is_none() && tok.len() == 64 && tok.chars().all(|c| c.is_ascii_hexdigit()) {
                     let mut f = [0u8; 32];
@@ -123,7 +130,10 @@ impl RelayProcess {
     pub fn restart(&mut self) -> Result<()> {
         self.kill9()?;
         let again = Self::start(&self.data_dir, &self.addr.to_string())?;
-        assert_eq!(again.fingerprint, self.fingerprint, "certificate kept across restarts");
+        assert_eq!(
+            again.fingerprint, self.fingerprint,
+            "certificate kept across restarts"
+        );
         *self = again;
         Ok(())
     }
@@ -131,7 +141,9 @@ impl RelayProcess {
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         let mut c = self.child.take().ok_or_else(|| anyhow!("not running"))?;
-        let status = Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
         if !status.success() {
             bail!("kill -TERM failed");
         }
@@ -156,7 +168,11 @@ impl Drop for RelayProcess {
 }
 
 /// Poll `cond` until it holds or `timeout` passes; the error names `what`.
-pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<Duration> {
+pub async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Result<Duration> {
     let start = Instant::now();
     loop {
         if cond() {

@@ -38,7 +38,13 @@ fn setup(dir: &std::path::Path, families: usize) -> Result<(Device, ClassId, Vec
     for i in 0..families {
         let device = Device::open(&dir.join(format!("parent{i}")))?;
         let id = teacher.add_family(class, &format!("Family {i}"))?;
-        teacher.add_member(class, &format!("Parent {i}"), &[Role::Guardian], Some(id), Some(device.device_id()))?;
+        teacher.add_member(
+            class,
+            &format!("Parent {i}"),
+            &[Role::Guardian],
+            Some(id),
+            Some(device.device_id()),
+        )?;
         fams.push(Family { id, device });
     }
     Ok((teacher, class, fams))
@@ -65,20 +71,32 @@ async fn offline_posts_reach_parents_signatures_reach_teacher_and_survive_kill9(
     let (teacher, class, families) = setup(dir.path(), 3)?;
     let first = teacher.post_entry(class, &entry("Maths", "Page 12, exercises 1-4"))?;
     let second = teacher.post_entry(class, &entry("Reading", "Chapter 3"))?;
-    assert_eq!(teacher.delivery_state(first.entry)?, DeliveryState::SavedLocally);
+    assert_eq!(
+        teacher.delivery_state(first.entry)?,
+        DeliveryState::SavedLocally
+    );
     assert!(teacher.sync_status().pending > 0);
 
     // Online: everything is acknowledged durable by the relay.
     teacher.start_sync(&rt, target(&relay))?;
-    wait_for("teacher's offline edits delivered", T, || teacher.sync_status().pending == 0).await?;
-    assert_eq!(teacher.delivery_state(second.entry)?, DeliveryState::Delivered);
+    wait_for("teacher's offline edits delivered", T, || {
+        teacher.sync_status().pending == 0
+    })
+    .await?;
+    assert_eq!(
+        teacher.delivery_state(second.entry)?,
+        DeliveryState::Delivered
+    );
 
     // Parents connect later and receive both entries.
     for f in &families {
         f.device.start_sync(&rt, target(&relay))?;
     }
     for f in &families {
-        wait_for("parent receives both entries", T, || entry_count(&f.device, class) == 2).await?;
+        wait_for("parent receives both entries", T, || {
+            entry_count(&f.device, class) == 2
+        })
+        .await?;
     }
 
     // Each parent signs; every signature is delivered and the teacher sees them all.
@@ -91,13 +109,16 @@ async fn offline_posts_reach_parents_signatures_reach_teacher_and_survive_kill9(
     }
     wait_for("teacher sees every signature", T, || {
         teacher.notebook(class).is_ok_and(|v| {
-            v.entries.iter().find(|e| e.id == second.entry).is_some_and(|e| {
-                families.iter().all(|f| {
-                    e.families
-                        .get(&f.id)
-                        .is_some_and(|s| matches!(s.status, SignatureStatus::Signed { .. }))
+            v.entries
+                .iter()
+                .find(|e| e.id == second.entry)
+                .is_some_and(|e| {
+                    families.iter().all(|f| {
+                        e.families
+                            .get(&f.id)
+                            .is_some_and(|s| matches!(s.status, SignatureStatus::Signed { .. }))
+                    })
                 })
-            })
         })
     })
     .await?;
@@ -109,15 +130,22 @@ async fn offline_posts_reach_parents_signatures_reach_teacher_and_survive_kill9(
     let fourth = teacher.post_entry(class, &entry("Music", "Recorder practice"))?;
     relay.restart()?;
     wait_for("all edits delivered after the restart", T, || {
-        teacher.sync_status().pending == 0 && families.iter().all(|f| f.device.sync_status().pending == 0)
+        teacher.sync_status().pending == 0
+            && families.iter().all(|f| f.device.sync_status().pending == 0)
     })
     .await?;
     for id in [third.entry, fourth.entry] {
         assert_eq!(teacher.delivery_state(id)?, DeliveryState::Delivered);
     }
-    assert_eq!(families[0].device.delivery_state(late_sig)?, DeliveryState::Delivered);
+    assert_eq!(
+        families[0].device.delivery_state(late_sig)?,
+        DeliveryState::Delivered
+    );
     for f in &families {
-        wait_for("every parent converges", T, || entry_count(&f.device, class) == 4).await?;
+        wait_for("every parent converges", T, || {
+            entry_count(&f.device, class) == 4
+        })
+        .await?;
     }
 
     // A parent never receives another family's lane, nor learns it exists.
@@ -125,7 +153,12 @@ async fn offline_posts_reach_parents_signatures_reach_teacher_and_survive_kill9(
         let roster = f.device.roster(class)?;
         for other in roster.families.keys().filter(|o| **o != f.id) {
             let lane = homeroom_client::core::DocId::new(class, DocKind::Lane(*other));
-            assert!(f.device.read(lane, |doc, _| Ok(doc.get_heads().len())).is_ok_and(|n| n <= 1), "only the genesis of another family's lane");
+            assert!(
+                f.device
+                    .read(lane, |doc, _| Ok(doc.get_heads().len()))
+                    .is_ok_and(|n| n <= 1),
+                "only the genesis of another family's lane"
+            );
         }
     }
     let _ = Arc::new(());

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use homeroom_protocol::DEFAULT_MAX_FRAME;
-use homeroom_transport::{FramedRecv, FramedSend, TransportError, TransportLimits, client_config, exporter};
+use homeroom_transport::{
+    FramedRecv, FramedSend, TransportError, TransportLimits, client_config, exporter,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -51,7 +53,11 @@ pub(crate) struct SyncHandle {
 
 impl Device {
     /// Start syncing with a relay on `runtime` (returns at once; I/O runs on the runtime).
-    pub fn start_sync(&self, runtime: &tokio::runtime::Handle, target: RelayTarget) -> Result<(), ClientError> {
+    pub fn start_sync(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        target: RelayTarget,
+    ) -> Result<(), ClientError> {
         self.start_sync_with(runtime, target, Backoff::default())
     }
 
@@ -74,7 +80,8 @@ impl Device {
         };
         let endpoint = {
             let _guard = runtime.enter();
-            let mut ep = quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+            let mut ep = quinn::Endpoint::client(bind)
+                .map_err(|source| TransportError::Bind { addr: bind, source })?;
             ep.set_default_client_config(cfg);
             ep
         };
@@ -112,7 +119,8 @@ impl Device {
             source,
         })?;
         let bind = SocketAddr::new(local.ip(), 0);
-        let socket = std::net::UdpSocket::bind(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+        let socket = std::net::UdpSocket::bind(bind)
+            .map_err(|source| TransportError::Bind { addr: bind, source })?;
         h.endpoint.rebind(socket).map_err(|source| ClientError::Io {
             path: "udp socket".into(),
             source,
@@ -126,7 +134,13 @@ impl Device {
     }
 }
 
-async fn run(device: Device, endpoint: quinn::Endpoint, target: RelayTarget, backoff: Backoff, mut stop: watch::Receiver<bool>) {
+async fn run(
+    device: Device,
+    endpoint: quinn::Endpoint,
+    target: RelayTarget,
+    backoff: Backoff,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut delay = backoff.initial;
     loop {
         if *stop.borrow() {
@@ -167,7 +181,11 @@ fn notify(device: &Device, ev: DeviceEvent) {
 /// Half to full `d`, uniformly: reconnects of a whole class after a relay restart spread out.
 fn jittered(d: Duration) -> Duration {
     let mut b = [0u8; 2];
-    let r = if random_bytes(&mut b).is_ok() { u16::from_le_bytes(b) } else { 0x8000 };
+    let r = if random_bytes(&mut b).is_ok() {
+        u16::from_le_bytes(b)
+    } else {
+        0x8000
+    };
     let frac = 0.5 + f64::from(r) / f64::from(u16::MAX) / 2.0;
     d.mul_f64(frac)
 }
@@ -178,7 +196,9 @@ async fn session(
     target: &RelayTarget,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
-    let connecting = endpoint.connect(target.addr, "homeroom-relay").map_err(TransportError::from)?;
+    let connecting = endpoint
+        .connect(target.addr, "homeroom-relay")
+        .map_err(TransportError::from)?;
     let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
         Ok(r) => r.map_err(TransportError::from)?,
         Err(_) => return Err(ClientError::SyncState("connecting to the relay timed out")),

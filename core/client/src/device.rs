@@ -10,7 +10,9 @@ use homeroom_core::automerge::{Automerge, ChangeHash};
 use homeroom_core::entries::{self, NewEntry, PostedEntry, ReplyScope};
 use homeroom_core::roster::{self, Role, RosterIndex};
 use homeroom_core::view::{ClassDocs, NotebookView, Viewer};
-use homeroom_core::{Actor, ClassId, DeviceId, DocId, DocKind, FamilyId, IdSource, ItemId, MemberId, ModelError};
+use homeroom_core::{
+    Actor, ClassId, DeviceId, DocId, DocKind, FamilyId, IdSource, ItemId, MemberId, ModelError,
+};
 use homeroom_protocol::Message;
 use homeroom_store::{NodeIdentity, Store};
 use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, SyncNode};
@@ -156,7 +158,12 @@ impl Inner {
                     count: hashes.len(),
                 });
             }
-            NodeEvent::Rejected { doc, reason, ours: true, .. } => {
+            NodeEvent::Rejected {
+                doc,
+                reason,
+                ours: true,
+                ..
+            } => {
                 tracing::warn!(%doc, ?reason, "the relay refused local edits; they were removed");
                 self.notify(DeviceEvent::Rejected {
                     class: doc.class,
@@ -170,7 +177,9 @@ impl Inner {
             NodeEvent::SessionClosed { .. } => {
                 self.status.connected = !self.outbound.is_empty() && self.status.connected;
             }
-            NodeEvent::PeerMisbehaved { detail, .. } => tracing::warn!(%detail, "relay reported a problem"),
+            NodeEvent::PeerMisbehaved { detail, .. } => {
+                tracing::warn!(%detail, "relay reported a problem")
+            }
             NodeEvent::ClassAdded { class } | NodeEvent::RosterChanged { class } => {
                 self.notify(DeviceEvent::ClassChanged(class));
             }
@@ -178,7 +187,74 @@ impl Inner {
         }
     }
 
-    fn remember_item(&mut self, item: ItemId, doc: DocId, hash: Option<ChangeHash>) -> Result<(), ClientError> {
+    /// The cache key of a class's view: the viewer and the heads of every stored document of
+    /// the class (one query; no document is loaded).
+    fn view_key(&mut self, class: ClassId, device: &DeviceId) -> Result<[u8; 32], ClientError> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"homeroom/view-cache/v1\0");
+        h.update(&device.0);
+        for (doc, heads) in self.store.heads_of_class(&class)? {
+            h.update(&doc.to_bytes());
+            for head in heads {
+                h.update(&head.0);
+            }
+        }
+        Ok(*h.finalize().as_bytes())
+    }
+
+    fn build_notebook(
+        &mut self,
+        class: ClassId,
+        device: &DeviceId,
+    ) -> Result<NotebookView, ClientError> {
+        let roster = self
+            .node
+            .replica()
+            .roster(&class)
+            .cloned()
+            .ok_or(ClientError::UnknownClass(class))?;
+        let viewer =
+            Viewer::of_device(&roster, device).map_err(|_| ClientError::NotAMember(class))?;
+        let families: Vec<FamilyId> = roster.families.keys().copied().collect();
+        let lane_ids: Vec<FamilyId> = families
+            .iter()
+            .copied()
+            .filter(|f| roster.can_read(device, &DocKind::Lane(*f)))
+            .collect();
+        // Load every document first, then borrow them all immutably.
+        let notebook_id = DocId::new(class, DocKind::Notebook);
+        self.node.document(&notebook_id)?;
+        for f in &lane_ids {
+            self.node.document(&DocId::new(class, DocKind::Lane(*f)))?;
+        }
+        for f in &families {
+            self.node.document(&DocId::new(class, DocKind::Board(*f)))?;
+        }
+        let replica = self.node.replica();
+        let get = |d: DocId| replica.loaded_document(&d);
+        let notebook = get(notebook_id).ok_or(ClientError::UnknownClass(class))?;
+        let lanes = lane_ids
+            .iter()
+            .filter_map(|f| get(DocId::new(class, DocKind::Lane(*f))).map(|d| (*f, d)))
+            .collect();
+        let boards = families
+            .iter()
+            .filter_map(|f| get(DocId::new(class, DocKind::Board(*f))).map(|d| (*f, d)))
+            .collect();
+        let docs = ClassDocs {
+            notebook,
+            lanes,
+            boards,
+        };
+        Ok(NotebookView::build(&roster, &viewer, &docs)?)
+    }
+
+    fn remember_item(
+        &mut self,
+        item: ItemId,
+        doc: DocId,
+        hash: Option<ChangeHash>,
+    ) -> Result<(), ClientError> {
         if let Some(h) = hash {
             self.items.insert(item, (doc, h));
             let mut v = doc.to_string().into_bytes();
@@ -240,7 +316,12 @@ impl Device {
         let reader = Store::open(&path)?;
         let key = identity.device_key();
         let device_id = key.device_id();
-        let replica = Replica::device(key, identity.actor_suffix, Box::new(reader), Limits::default())?;
+        let replica = Replica::device(
+            key,
+            identity.actor_suffix,
+            Box::new(reader),
+            Limits::default(),
+        )?;
         let mut node = SyncNode::new(replica);
         let mut by_doc: HashMap<DocId, Vec<ChangeHash>> = HashMap::new();
         for (doc, hash) in store.undelivered(None)? {
@@ -302,7 +383,9 @@ impl Device {
         random_bytes(&mut nonce)?;
         let mut g = self.lock();
         let member = g.ids.member_id();
-        let class = g.node.found_class(nonce, name, member, teacher_name, now_ms())?;
+        let class = g
+            .node
+            .found_class(nonce, name, member, teacher_name, now_ms())?;
         g.pump()?;
         Ok(class)
     }
@@ -320,7 +403,9 @@ impl Device {
                 Some(ClassSummary {
                     id: c,
                     name: r.class_name.clone(),
-                    roles: m.map(|m| m.roles.iter().copied().collect()).unwrap_or_default(),
+                    roles: m
+                        .map(|m| m.roles.iter().copied().collect())
+                        .unwrap_or_default(),
                     family: m.and_then(|m| m.family),
                 })
             })
@@ -361,7 +446,12 @@ impl Device {
         &self,
         doc: DocId,
         read: DocId,
-        f: impl FnOnce(&mut Transaction<'_>, &Automerge, &Actor<'_>, &mut dyn IdSource) -> Result<T, ModelError>,
+        f: impl FnOnce(
+            &mut Transaction<'_>,
+            &Automerge,
+            &Actor<'_>,
+            &mut dyn IdSource,
+        ) -> Result<T, ModelError>,
     ) -> Result<(T, Option<ChangeHash>), ClientError> {
         let mut g = self.lock();
         let now = now_ms();
@@ -414,13 +504,13 @@ impl Device {
     ) -> Result<MemberId, ClientError> {
         let (member, _) = self.edit(DocId::new(class, DocKind::Roster), |tx, actor, ids| {
             actor.require_staff()?;
-            if let Some(f) = family {
-                if !actor.roster.families.contains_key(&f) {
-                    return Err(ModelError::UnknownId {
-                        kind: "family",
-                        id: f.to_hex(),
-                    });
-                }
+            if let Some(f) = family
+                && !actor.roster.families.contains_key(&f)
+            {
+                return Err(ModelError::UnknownId {
+                    kind: "family",
+                    id: f.to_hex(),
+                });
             }
             let member = ids.member_id();
             roster::add_member(tx, member, name, roles, family)?;
@@ -433,7 +523,12 @@ impl Device {
     }
 
     /// Enroll another device for an existing member (staff).
-    pub fn enroll_device(&self, class: ClassId, member: MemberId, device: DeviceId) -> Result<(), ClientError> {
+    pub fn enroll_device(
+        &self,
+        class: ClassId,
+        member: MemberId,
+        device: DeviceId,
+    ) -> Result<(), ClientError> {
         self.edit(DocId::new(class, DocKind::Roster), |tx, actor, _| {
             actor.require_staff()?;
             if !actor.roster.members.contains_key(&member) {
@@ -457,9 +552,15 @@ impl Device {
     }
 
     /// Post a notebook entry (staff).
-    pub fn post_entry(&self, class: ClassId, entry: &NewEntry<'_>) -> Result<PostedEntry, ClientError> {
+    pub fn post_entry(
+        &self,
+        class: ClassId,
+        entry: &NewEntry<'_>,
+    ) -> Result<PostedEntry, ClientError> {
         let doc = DocId::new(class, DocKind::Notebook);
-        let (posted, hash) = self.edit(doc, |tx, actor, mut ids| entries::post_entry(tx, actor, &mut ids, entry))?;
+        let (posted, hash) = self.edit(doc, |tx, actor, mut ids| {
+            entries::post_entry(tx, actor, &mut ids, entry)
+        })?;
         self.lock().remember_item(posted.entry, doc, hash)?;
         Ok(posted)
     }
@@ -483,11 +584,17 @@ impl Device {
 
     fn my_family(&self, class: ClassId) -> Result<FamilyId, ClientError> {
         let g = self.lock();
-        let r = g.node.replica().roster(&class).ok_or(ClientError::UnknownClass(class))?;
-        let m = r.member_of(&self.device_id).ok_or(ClientError::NotAMember(class))?;
-        m.family
-            .filter(|f| m.is_guardian_of(f))
-            .ok_or_else(|| ClientError::Model(ModelError::NotAllowed("only guardians may do this".into())))
+        let r = g
+            .node
+            .replica()
+            .roster(&class)
+            .ok_or(ClientError::UnknownClass(class))?;
+        let m = r
+            .member_of(&self.device_id)
+            .ok_or(ClientError::NotAMember(class))?;
+        m.family.filter(|f| m.is_guardian_of(f)).ok_or_else(|| {
+            ClientError::Model(ModelError::NotAllowed("only guardians may do this".into()))
+        })
     }
 
     /// Sign the latest revision of an entry (guardian).
@@ -497,10 +604,13 @@ impl Device {
         let notebook = DocId::new(class, DocKind::Notebook);
         let (sig, hash) = self.edit_reading(lane, notebook, |tx, nb, actor, mut ids| {
             let e = entries::read_entry(nb, entry)?;
-            let latest = e.latest().map(|r| r.id).ok_or_else(|| ModelError::UnknownId {
-                kind: "entry",
-                id: entry.to_hex(),
-            })?;
+            let latest = e
+                .latest()
+                .map(|r| r.id)
+                .ok_or_else(|| ModelError::UnknownId {
+                    kind: "entry",
+                    id: entry.to_hex(),
+                })?;
             entries::sign_entry(tx, actor, &mut ids, nb, entry, latest, None)
         })?;
         self.lock().remember_item(sig, lane, hash)?;
@@ -508,7 +618,13 @@ impl Device {
     }
 
     /// Reply under an entry: public (the family's board) or private (the family's lane).
-    pub fn reply(&self, class: ClassId, entry: ItemId, text: &str, public: bool) -> Result<ItemId, ClientError> {
+    pub fn reply(
+        &self,
+        class: ClassId,
+        entry: ItemId,
+        text: &str,
+        public: bool,
+    ) -> Result<ItemId, ClientError> {
         let family = self.my_family(class)?;
         let doc = DocId::new(
             class,
@@ -519,7 +635,11 @@ impl Device {
             },
         );
         let notebook = DocId::new(class, DocKind::Notebook);
-        let scope = if public { ReplyScope::Public } else { ReplyScope::Private };
+        let scope = if public {
+            ReplyScope::Public
+        } else {
+            ReplyScope::Private
+        };
         let (id, hash) = self.edit_reading(doc, notebook, |tx, nb, actor, mut ids| {
             entries::post_reply(tx, actor, &mut ids, nb, scope, entry, text)
         })?;
@@ -529,46 +649,31 @@ impl Device {
 
     /// The notebook as this device's member sees it: entries with revisions, signatures and
     /// replies composed across the documents this device holds.
+    ///
+    /// The composed view is cached in the store, keyed by the heads of every document of the
+    /// class and the viewer: while nothing changed, opening the notebook loads no Automerge
+    /// document at all. Any change to the class gives a new key and a rebuild.
     pub fn notebook(&self, class: ClassId) -> Result<NotebookView, ClientError> {
         let mut g = self.lock();
-        let roster = g
-            .node
-            .replica()
-            .roster(&class)
-            .cloned()
-            .ok_or(ClientError::UnknownClass(class))?;
-        let viewer = Viewer::of_device(&roster, &self.device_id).map_err(|_| ClientError::NotAMember(class))?;
-        let families: Vec<FamilyId> = roster.families.keys().copied().collect();
-        let mut lane_ids = Vec::new();
-        let mut board_ids = Vec::new();
-        for f in &families {
-            if roster.can_read(&self.device_id, &DocKind::Lane(*f)) {
-                lane_ids.push(*f);
+        let key = g.view_key(class, &self.device_id)?;
+        let meta_key = format!("view/{class}");
+        if let Some(bytes) = g.store.meta(&meta_key)?
+            && bytes.len() > 32
+            && bytes[..32] == key
+            && let Ok(view) = postcard::from_bytes::<NotebookView>(&bytes[32..])
+        {
+            return Ok(view);
+        }
+        let view = g.build_notebook(class, &self.device_id)?;
+        if let Ok(encoded) = postcard::to_stdvec(&view) {
+            let mut v = key.to_vec();
+            v.extend_from_slice(&encoded);
+            // A cache: failing to store it costs a rebuild next time, nothing else.
+            if let Err(e) = g.store.set_meta(&meta_key, &v) {
+                tracing::warn!(error = %e, "could not cache the notebook view");
             }
-            board_ids.push(*f);
         }
-        // Load every document first, then borrow them all immutably.
-        let notebook_id = DocId::new(class, DocKind::Notebook);
-        g.node.document(&notebook_id)?;
-        for f in &lane_ids {
-            g.node.document(&DocId::new(class, DocKind::Lane(*f)))?;
-        }
-        for f in &board_ids {
-            g.node.document(&DocId::new(class, DocKind::Board(*f)))?;
-        }
-        let replica = g.node.replica();
-        let get = |d: DocId| replica.loaded_document(&d);
-        let notebook = get(notebook_id).ok_or(ClientError::UnknownClass(class))?;
-        let lanes = lane_ids
-            .iter()
-            .filter_map(|f| get(DocId::new(class, DocKind::Lane(*f))).map(|d| (*f, d)))
-            .collect();
-        let boards = board_ids
-            .iter()
-            .filter_map(|f| get(DocId::new(class, DocKind::Board(*f))).map(|d| (*f, d)))
-            .collect();
-        let docs = ClassDocs { notebook, lanes, boards };
-        Ok(NotebookView::build(&roster, &viewer, &docs)?)
+        Ok(view)
     }
 
     /// Whether a local item (entry, revision, signature, reply…) is delivered to the relay.
@@ -580,7 +685,8 @@ impl Device {
             None => match g.store.meta(&format!("item/{item}"))? {
                 Some(v) if v.len() > 33 => {
                     let (doc, hash) = v.split_at(v.len() - 33);
-                    let doc: Option<DocId> = std::str::from_utf8(doc).ok().and_then(|s| s.parse().ok());
+                    let doc: Option<DocId> =
+                        std::str::from_utf8(doc).ok().and_then(|s| s.parse().ok());
                     let mut h = [0u8; 32];
                     h.copy_from_slice(&hash[1..]);
                     doc.map(|d| (d, ChangeHash(h)))
@@ -588,7 +694,9 @@ impl Device {
                 _ => None,
             },
         };
-        let Some((doc, hash)) = found else { return Ok(DeliveryState::NotLocal) };
+        let Some((doc, hash)) = found else {
+            return Ok(DeliveryState::NotLocal);
+        };
         g.items.insert(item, (doc, hash));
         Ok(if g.node.replica().is_delivered(&doc, &hash) {
             DeliveryState::Delivered
@@ -598,7 +706,10 @@ impl Device {
     }
 }
 
-fn map_edit_error<T>(class: ClassId, r: Result<T, homeroom_sync::SyncError>) -> Result<T, ClientError> {
+fn map_edit_error<T>(
+    class: ClassId,
+    r: Result<T, homeroom_sync::SyncError>,
+) -> Result<T, ClientError> {
     match r {
         Ok(v) => Ok(v),
         Err(homeroom_sync::SyncError::UnknownClass(c)) => Err(ClientError::UnknownClass(c)),
@@ -608,7 +719,7 @@ fn map_edit_error<T>(class: ClassId, r: Result<T, homeroom_sync::SyncError>) -> 
         Err(homeroom_sync::SyncError::Model(m)) => Err(ClientError::Model(m)),
         Err(e) => {
             let _ = class;
-            Err(ClientError::Sync(e))
+            Err(ClientError::from(e))
         }
     }
 }

@@ -11,16 +11,16 @@ use homeroom_transport::TransportError;
 pub enum ClientError {
     /// The local store failed (the operation did not happen, or is not on disk).
     #[error("local storage: {0}")]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     /// A document-level rule refused the operation (bad input, wrong role, unknown id).
     #[error(transparent)]
     Model(#[from] ModelError),
     /// The sync engine refused the operation.
     #[error(transparent)]
-    Sync(#[from] SyncError),
+    Sync(Box<SyncError>),
     /// The network failed.
     #[error("network: {0}")]
-    Transport(#[from] TransportError),
+    Transport(Box<TransportError>),
     /// The class is not on this device.
     #[error("class {0} is not on this device")]
     UnknownClass(ClassId),
@@ -41,4 +41,22 @@ pub enum ClientError {
     /// Sync is already running, or not running.
     #[error("{0}")]
     SyncState(&'static str),
+}
+
+impl From<StoreError> for ClientError {
+    fn from(e: StoreError) -> Self {
+        ClientError::Store(Box::new(e))
+    }
+}
+
+impl From<SyncError> for ClientError {
+    fn from(e: SyncError) -> Self {
+        ClientError::Sync(Box::new(e))
+    }
+}
+
+impl From<TransportError> for ClientError {
+    fn from(e: TransportError) -> Self {
+        ClientError::Transport(Box::new(e))
+    }
 }

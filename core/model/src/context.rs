@@ -20,14 +20,18 @@ pub struct Actor<'a> {
 impl<'a> Actor<'a> {
     /// An acting device.
     pub fn new(roster: &'a RosterIndex, device: DeviceId, now: i64) -> Self {
-        Self { roster, device, now }
+        Self {
+            roster,
+            device,
+            now,
+        }
     }
 
     /// The active member behind the device, or `NotAllowed` if it is not (or no longer) one.
     pub fn member(&self) -> Result<&'a Member, ModelError> {
-        self.roster
-            .member_of(&self.device)
-            .ok_or_else(|| ModelError::NotAllowed("this device is not an active member of the class".into()))
+        self.roster.member_of(&self.device).ok_or_else(|| {
+            ModelError::NotAllowed("this device is not an active member of the class".into())
+        })
     }
 
     /// Require an active staff member.
@@ -36,7 +40,9 @@ impl<'a> Actor<'a> {
         if m.is_active_staff() {
             Ok(m)
         } else {
-            Err(ModelError::NotAllowed("only teachers and admins may do this".into()))
+            Err(ModelError::NotAllowed(
+                "only teachers and admins may do this".into(),
+            ))
         }
     }
 
@@ -46,7 +52,9 @@ impl<'a> Actor<'a> {
         if m.is_guardian_of(family) {
             Ok(m)
         } else {
-            Err(ModelError::NotAllowed(format!("only guardians of family {family} may do this")))
+            Err(ModelError::NotAllowed(format!(
+                "only guardians of family {family} may do this"
+            )))
         }
     }
 

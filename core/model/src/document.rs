@@ -103,7 +103,9 @@ impl fmt::Debug for DocId {
 
 /// A document id string was malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid document id {input:?}: expected CLASS/roster|notebook|committee|ballots or CLASS/lane|board|mailbox/FAMILY")]
+#[error(
+    "invalid document id {input:?}: expected CLASS/roster|notebook|committee|ballots or CLASS/lane|board|mailbox/FAMILY"
+)]
 pub struct ParseDocIdError {
     /// The rejected input (truncated).
     pub input: String,
@@ -159,7 +161,11 @@ mod tests {
         }
         assert!("abc/roster".parse::<DocId>().is_err());
         assert!(format!("{class}/lane").parse::<DocId>().is_err());
-        assert!(format!("{class}/lane/0101010101010101/x").parse::<DocId>().is_err());
+        assert!(
+            format!("{class}/lane/0101010101010101/x")
+                .parse::<DocId>()
+                .is_err()
+        );
     }
 
     #[test]

@@ -46,7 +46,9 @@ pub const MAX_ENTRY_TEXT: usize = 20_000;
 pub const MAX_REPLY_TEXT: usize = 4_000;
 
 /// What an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum EntryKind {
     /// The day's note to families.
     DailyNote,
@@ -78,7 +80,9 @@ impl EntryKind {
 }
 
 /// How urgent an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Urgency {
     /// Act now.
     Red,
@@ -164,7 +168,9 @@ impl Audience {
 }
 
 /// How two guardians' different consent answers resolve for their family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum ConsentPolicy {
     /// Any guardian's decline decides (the default).
     #[default]
@@ -193,7 +199,9 @@ impl ConsentPolicy {
 }
 
 /// A guardian's answer to an entry that asks for consent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ConsentAnswer {
     /// Consent given.
     Allow,
@@ -327,7 +335,9 @@ pub struct ReadReceipt {
 }
 
 /// Where a reply is posted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ReplyScope {
     /// Under the entry, for the class: the family's Board document.
     Public,
@@ -336,7 +346,19 @@ pub enum ReplyScope {
 }
 
 /// How visible a reply is. Only ever moves up (the derived order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Visibility {
     /// Shown.
     #[default]

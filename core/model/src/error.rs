@@ -69,7 +69,10 @@ pub fn check_text(
             reason: format!("{n} characters, at most {max} allowed"),
         });
     }
-    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ModelError::InvalidInput {
             field,
             reason: "contains control characters".into(),

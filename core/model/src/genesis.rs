@@ -18,8 +18,15 @@ pub fn top_level_maps(kind: &DocKind) -> &'static [&'static str] {
     match kind {
         DocKind::Roster => &["class", "members", "devices", "families"],
         DocKind::Notebook => &[
-            "entries", "events", "decisions", "duty", "surveys", "chains", "leave_decisions",
-            "homework", "moderation",
+            "entries",
+            "events",
+            "decisions",
+            "duty",
+            "surveys",
+            "chains",
+            "leave_decisions",
+            "homework",
+            "moderation",
         ],
         DocKind::Lane(_) => &[
             "signatures",
@@ -72,7 +79,10 @@ pub fn genesis_document(doc: &DocId, actor: ActorId) -> Automerge {
 /// The hash of `doc`'s genesis change.
 pub fn genesis_hash(doc: &DocId) -> ChangeHash {
     let am = genesis_document(doc, ActorId::from(vec![0u8; 1]));
-    am.get_heads().first().copied().unwrap_or(ChangeHash([0; 32]))
+    am.get_heads()
+        .first()
+        .copied()
+        .unwrap_or(ChangeHash([0; 32]))
 }
 
 /// Whether `hash` is `doc`'s genesis change.

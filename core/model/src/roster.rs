@@ -164,8 +164,12 @@ impl RosterIndex {
 
         let members = top_map(doc, "members")?;
         for key in keys(doc, &members) {
-            let Ok(id) = key.parse::<MemberId>() else { continue };
-            let Some(obj) = map_at(doc, &members, &key)? else { continue };
+            let Ok(id) = key.parse::<MemberId>() else {
+                continue;
+            };
+            let Some(obj) = map_at(doc, &members, &key)? else {
+                continue;
+            };
             let mut roles = BTreeSet::new();
             if let Some(r) = map_at(doc, &obj, "roles")? {
                 for role in keys(doc, &r) {
@@ -189,8 +193,12 @@ impl RosterIndex {
 
         let devices = top_map(doc, "devices")?;
         for key in keys(doc, &devices) {
-            let Ok(id) = key.parse::<DeviceId>() else { continue };
-            let Some(obj) = map_at(doc, &devices, &key)? else { continue };
+            let Ok(id) = key.parse::<DeviceId>() else {
+                continue;
+            };
+            let Some(obj) = map_at(doc, &devices, &key)? else {
+                continue;
+            };
             let Some(member) = get_str(doc, &obj, "member")?.and_then(|m| m.parse().ok()) else {
                 continue;
             };
@@ -207,12 +215,18 @@ impl RosterIndex {
 
         let families = top_map(doc, "families")?;
         for key in keys(doc, &families) {
-            let Ok(id) = key.parse::<FamilyId>() else { continue };
-            let Some(obj) = map_at(doc, &families, &key)? else { continue };
+            let Ok(id) = key.parse::<FamilyId>() else {
+                continue;
+            };
+            let Some(obj) = map_at(doc, &families, &key)? else {
+                continue;
+            };
             let mut students = BTreeMap::new();
             if let Some(s) = map_at(doc, &obj, "students")? {
                 for sk in keys(doc, &s) {
-                    let Ok(sid) = sk.parse::<StudentId>() else { continue };
+                    let Ok(sid) = sk.parse::<StudentId>() else {
+                        continue;
+                    };
                     let name = map_at(doc, &s, &sk)?
                         .map(|o| get_str(doc, &o, "name"))
                         .transpose()?
@@ -253,7 +267,9 @@ impl RosterIndex {
 
     /// Whether `device` may read document `kind` of this class.
     pub fn can_read(&self, device: &DeviceId, kind: &DocKind) -> bool {
-        let Some(m) = self.member_of(device) else { return false };
+        let Some(m) = self.member_of(device) else {
+            return false;
+        };
         let staff = m.is_active_staff();
         let admin = m.roles.contains(&Role::Admin);
         match kind {
@@ -267,7 +283,9 @@ impl RosterIndex {
 
     /// Whether `device` may write document `kind` of this class.
     pub fn can_write(&self, device: &DeviceId, kind: &DocKind) -> bool {
-        let Some(m) = self.member_of(device) else { return false };
+        let Some(m) = self.member_of(device) else {
+            return false;
+        };
         let staff = m.is_active_staff();
         let admin = m.roles.contains(&Role::Admin);
         let guardian_any = m.family.is_some()
@@ -283,7 +301,12 @@ impl RosterIndex {
 
     /// Every document of `class` that `device` may read.
     pub fn readable_docs(&self, class: ClassId, device: &DeviceId) -> Vec<DocId> {
-        let mut kinds = vec![DocKind::Roster, DocKind::Notebook, DocKind::Committee, DocKind::Ballots];
+        let mut kinds = vec![
+            DocKind::Roster,
+            DocKind::Notebook,
+            DocKind::Committee,
+            DocKind::Ballots,
+        ];
         for f in self.families.keys() {
             kinds.push(DocKind::Lane(*f));
             kinds.push(DocKind::Board(*f));
@@ -348,7 +371,9 @@ pub fn add_member(
             reason: "a member needs at least one role".into(),
         });
     }
-    let guardian = roles.iter().any(|r| matches!(r, Role::Guardian | Role::Committee));
+    let guardian = roles
+        .iter()
+        .any(|r| matches!(r, Role::Guardian | Role::Committee));
     if guardian && family.is_none() {
         return Err(ModelError::InvalidInput {
             field: "family",
@@ -395,7 +420,11 @@ pub fn add_device(
 }
 
 /// Revoke a device (lost phone) at `now`.
-pub fn revoke_device(tx: &mut impl Transactable, device: DeviceId, now: i64) -> Result<(), ModelError> {
+pub fn revoke_device(
+    tx: &mut impl Transactable,
+    device: DeviceId,
+    now: i64,
+) -> Result<(), ModelError> {
     let devices = top_map(tx, "devices")?;
     let obj = map_at(tx, &devices, &device.to_hex())?.ok_or_else(|| ModelError::UnknownId {
         kind: "device",
@@ -454,7 +483,14 @@ mod tests {
         write_founding(&mut tx, "Class 3B", &dev, MemberId([1; 8]), "Ms Li", 1000).unwrap();
         let fam = FamilyId([2; 8]);
         add_family(&mut tx, fam, "Wang").unwrap();
-        add_member(&mut tx, MemberId([3; 8]), "Mr Wang", &[Role::Guardian], Some(fam)).unwrap();
+        add_member(
+            &mut tx,
+            MemberId([3; 8]),
+            "Mr Wang",
+            &[Role::Guardian],
+            Some(fam),
+        )
+        .unwrap();
         let parent = DeviceKey::from_secret([6; 32]).device_id();
         add_device(&mut tx, parent, MemberId([3; 8]), 1001).unwrap();
         tx.commit_with(founding_commit(&nonce, 1000));
@@ -488,11 +524,17 @@ mod tests {
         let mut tx = doc.transaction();
         assert!(matches!(
             add_member(&mut tx, MemberId([1; 8]), "", &[Role::HeadTeacher], None),
-            Err(ModelError::InvalidInput { field: "display_name", .. })
+            Err(ModelError::InvalidInput {
+                field: "display_name",
+                ..
+            })
         ));
         assert!(matches!(
             add_member(&mut tx, MemberId([1; 8]), "x", &[Role::Guardian], None),
-            Err(ModelError::InvalidInput { field: "family", .. })
+            Err(ModelError::InvalidInput {
+                field: "family",
+                ..
+            })
         ));
         assert!(matches!(
             add_student(&mut tx, FamilyId([9; 8]), StudentId([1; 8]), "Ann"),

@@ -20,8 +20,8 @@ use homeroom_core::automerge::{ChangeHash, ReadDoc};
 use homeroom_core::{DeviceId, DeviceKey, DocId, genesis};
 use homeroom_protocol::{DEFAULT_MAX_FRAME, Decoded, FrameDecoder, Message, encode_frame};
 use homeroom_sync::{
-    DocSource, Limits, MemorySource, NodeEvent, Replica, SessionId, StorageWrite, SyncNode, WriteId,
-    materialize,
+    DocSource, Limits, MemorySource, NodeEvent, Replica, SessionId, StorageWrite, SyncNode,
+    WriteId, materialize,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -80,9 +80,20 @@ struct Conn {
 }
 
 enum Ev {
-    Deliver { conn: usize, to_relay: bool, frame: Vec<u8> },
-    Closed { conn: usize, to_relay: bool },
-    WriteDone { node: NodeIx, life: u64, write: StorageWrite },
+    Deliver {
+        conn: usize,
+        to_relay: bool,
+        frame: Vec<u8>,
+    },
+    Closed {
+        conn: usize,
+        to_relay: bool,
+    },
+    WriteDone {
+        node: NodeIx,
+        life: u64,
+        write: StorageWrite,
+    },
 }
 
 /// A simulated relay and devices.
@@ -271,7 +282,9 @@ impl Sim {
     /// restarts at once from its durable storage.
     pub fn crash(&mut self, ix: NodeIx) {
         let ids: Vec<usize> = (0..self.conns.len())
-            .filter(|&i| self.conns[i].open && (self.conns[i].device == ix || self.conns[i].relay == ix))
+            .filter(|&i| {
+                self.conns[i].open && (self.conns[i].device == ix || self.conns[i].relay == ix)
+            })
             .collect();
         for i in ids {
             self.break_conn(i, "peer crashed");
@@ -321,7 +334,14 @@ impl Sim {
                 let busy = self.disk_busy_until.get(&ix).copied().unwrap_or(i64::MIN);
                 let at = (self.now + d).max(busy);
                 self.disk_busy_until.insert(ix, at);
-                self.schedule(at, Ev::WriteDone { node: ix, life, write: w });
+                self.schedule(
+                    at,
+                    Ev::WriteDone {
+                        node: ix,
+                        life,
+                        write: w,
+                    },
+                );
             }
             while let Some((sid, msg)) = self.nodes[ix].node.poll_transmit() {
                 progressed = true;
@@ -347,19 +367,24 @@ impl Sim {
 
     fn conn_of(&self, ix: NodeIx, sid: SessionId) -> Option<usize> {
         self.conns.iter().position(|c| {
-            c.open && ((c.device == ix && c.device_sid == sid) || (c.relay == ix && c.relay_sid == sid))
+            c.open
+                && ((c.device == ix && c.device_sid == sid)
+                    || (c.relay == ix && c.relay_sid == sid))
         })
     }
 
     fn send(&mut self, from: NodeIx, sid: SessionId, msg: &Message) {
-        let Some(i) = self.conn_of(from, sid) else { return };
+        let Some(i) = self.conn_of(from, sid) else {
+            return;
+        };
         let to_relay = self.conns[i].device == from;
         if self.cfg.disconnect_prob > 0.0 && self.rng.random_bool(self.cfg.disconnect_prob) {
             self.break_conn(i, "random disconnect");
             return;
         }
         let Ok(frame) = encode_frame(msg, DEFAULT_MAX_FRAME) else {
-            self.violations.push(format!("message too large to frame: {}", msg.kind()));
+            self.violations
+                .push(format!("message too large to frame: {}", msg.kind()));
             return;
         };
         let lat = self.latency();
@@ -370,9 +395,23 @@ impl Sim {
             self.conns[i].last_at[dir] = at;
         }
         if self.cfg.duplicate_prob > 0.0 && self.rng.random_bool(self.cfg.duplicate_prob) {
-            self.schedule(at + 1, Ev::Deliver { conn: i, to_relay, frame: frame.clone() });
+            self.schedule(
+                at + 1,
+                Ev::Deliver {
+                    conn: i,
+                    to_relay,
+                    frame: frame.clone(),
+                },
+            );
         }
-        self.schedule(at, Ev::Deliver { conn: i, to_relay, frame });
+        self.schedule(
+            at,
+            Ev::Deliver {
+                conn: i,
+                to_relay,
+                frame,
+            },
+        );
     }
 
     fn check_saved(&mut self, relay: NodeIx, doc: &DocId, heads: &[[u8; 32]]) {
@@ -384,7 +423,11 @@ impl Sim {
                 return;
             }
         };
-        let am = match materialize(doc, homeroom_core::automerge::ActorId::from(vec![1u8; 8]), &stored) {
+        let am = match materialize(
+            doc,
+            homeroom_core::automerge::ActorId::from(vec![1u8; 8]),
+            &stored,
+        ) {
             Ok(d) => d,
             Err(e) => {
                 self.violations.push(format!("relay disk corrupt: {e}"));
@@ -394,16 +437,22 @@ impl Sim {
         for h in heads {
             let h = ChangeHash(*h);
             if h != genesis::genesis_hash(doc) && am.get_change_by_hash(&h).is_none() {
-                self.violations.push(format!("Saved({doc}) names {h} which is not on the relay's disk"));
+                self.violations.push(format!(
+                    "Saved({doc}) names {h} which is not on the relay's disk"
+                ));
             }
         }
     }
 
     /// Process the next scheduled event. Returns false when nothing is left.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((at, seq))) = self.queue.pop() else { return false };
+        let Some(Reverse((at, seq))) = self.queue.pop() else {
+            return false;
+        };
         self.now = self.now.max(at);
-        let Some(ev) = self.events.remove(&seq) else { return true };
+        let Some(ev) = self.events.remove(&seq) else {
+            return true;
+        };
         match ev {
             Ev::WriteDone { node, life, write } => {
                 if self.nodes[node].life != life {
@@ -414,12 +463,20 @@ impl Sim {
                 self.nodes[node].node.handle_write_done(id);
                 self.pump(node);
             }
-            Ev::Deliver { conn, to_relay, frame } => {
+            Ev::Deliver {
+                conn,
+                to_relay,
+                frame,
+            } => {
                 let c = &self.conns[conn];
                 if !c.open {
                     return true;
                 }
-                let (ix, sid) = if to_relay { (c.relay, c.relay_sid) } else { (c.device, c.device_sid) };
+                let (ix, sid) = if to_relay {
+                    (c.relay, c.relay_sid)
+                } else {
+                    (c.device, c.device_sid)
+                };
                 let (dl, rl) = c.lives;
                 let (c_device, c_relay) = (c.device, c.relay);
                 if self.nodes[c.device].life != dl || self.nodes[c.relay].life != rl {
@@ -437,10 +494,13 @@ impl Sim {
                             eprintln!("t={} conn{conn} {from} -> {ix} {}", now, describe(&msg));
                         }
                         if let Err(e) = self.nodes[ix].node.handle_message(now, sid, msg) {
-                            self.violations.push(format!("engine error at node {ix}: {e}"));
+                            self.violations
+                                .push(format!("engine error at node {ix}: {e}"));
                         }
                     }
-                    other => self.violations.push(format!("frame did not decode: {other:?}")),
+                    other => self
+                        .violations
+                        .push(format!("frame did not decode: {other:?}")),
                 }
                 self.pump(ix);
             }
@@ -537,7 +597,11 @@ fn build(secret: Option<[u8; 32]>, suffix: [u8; 8], disk: &MemorySource) -> Sync
             if let Some(s) = secret {
                 let me = DeviceKey::from_secret(s).device_id();
                 for (doc, changes) in &disk.docs {
-                    let mine: Vec<ChangeHash> = changes.iter().filter(|c| c.author == me).map(|c| c.hash).collect();
+                    let mine: Vec<ChangeHash> = changes
+                        .iter()
+                        .filter(|c| c.author == me)
+                        .map(|c| c.hash)
+                        .collect();
                     let _ = node.replica_mut().set_undelivered(doc, mine);
                 }
             }
@@ -550,14 +614,31 @@ fn build(secret: Option<[u8; 32]>, suffix: [u8; 8], disk: &MemorySource) -> Sync
 
 fn describe(msg: &Message) -> String {
     match msg {
-        Message::Sync { doc, payload, signatures } => {
+        Message::Sync {
+            doc,
+            payload,
+            signatures,
+        } => {
             let detail = homeroom_core::automerge::sync::Message::decode(payload)
-                .map(|m| format!("heads={} need={} have={} changes={} v={:?}", m.heads.len(), m.need.len(), m.have.len(), m.changes.len(), m.version))
+                .map(|m| {
+                    format!(
+                        "heads={} need={} have={} changes={} v={:?}",
+                        m.heads.len(),
+                        m.need.len(),
+                        m.have.len(),
+                        m.changes.len(),
+                        m.version
+                    )
+                })
                 .unwrap_or_default();
             format!("sync {doc} sigs={} {detail}", signatures.len())
         }
         Message::Saved { doc, heads } => format!("saved {doc} {}", heads.len()),
-        Message::Reject { doc, changes, reason } => format!("reject {doc} {} {reason:?}", changes.len()),
+        Message::Reject {
+            doc,
+            changes,
+            reason,
+        } => format!("reject {doc} {} {reason:?}", changes.len()),
         other => other.kind().to_string(),
     }
 }

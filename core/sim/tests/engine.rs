@@ -1,4 +1,5 @@
 //! The sync engine under simulation: real frames, virtual time, seeded faults.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use homeroom_core::automerge::transaction::Transactable;
 use homeroom_core::automerge::{ObjId, ObjType, ROOT, ReadDoc, Value};
@@ -40,7 +41,13 @@ fn found(sim: &mut Sim, families: usize) -> Class {
         sim.node(teacher)
             .edit(&DocId::new(id, DocKind::Roster), now, |tx, _, _| {
                 roster::add_family(tx, fam, &format!("Family {i}"))?;
-                roster::add_member(tx, member, &format!("Parent {i}"), &[Role::Guardian], Some(fam))?;
+                roster::add_member(
+                    tx,
+                    member,
+                    &format!("Parent {i}"),
+                    &[Role::Guardian],
+                    Some(fam),
+                )?;
                 roster::add_device(tx, dev, member, now)
             })
             .unwrap();
@@ -48,18 +55,26 @@ fn found(sim: &mut Sim, families: usize) -> Class {
     }
     sim.settle(teacher);
     sim.run_until_quiet(1_000);
-    Class { id, teacher, families: fams }
+    Class {
+        id,
+        teacher,
+        families: fams,
+    }
 }
 
 fn post(sim: &mut Sim, teacher: NodeIx, class: ClassId, key: &str) {
     let now = sim.now();
     let key = key.to_string();
     sim.node(teacher)
-        .edit(&DocId::new(class, DocKind::Notebook), now, move |tx, _, _| {
-            let entries = top(tx, "entries")?;
-            tx.put(&entries, key.as_str(), "homework: page 12")?;
-            Ok(())
-        })
+        .edit(
+            &DocId::new(class, DocKind::Notebook),
+            now,
+            move |tx, _, _| {
+                let entries = top(tx, "entries")?;
+                tx.put(&entries, key.as_str(), "homework: page 12")?;
+                Ok(())
+            },
+        )
         .unwrap();
     sim.settle(teacher);
 }
@@ -68,13 +83,15 @@ fn post(sim: &mut Sim, teacher: NodeIx, class: ClassId, key: &str) {
 fn sign(sim: &mut Sim, parent: NodeIx, class: ClassId, fam: FamilyId, key: &str) -> bool {
     let now = sim.now();
     let key = key.to_string();
-    let r = sim
-        .node(parent)
-        .edit(&DocId::new(class, DocKind::Lane(fam)), now, move |tx, _, _| {
+    let r = sim.node(parent).edit(
+        &DocId::new(class, DocKind::Lane(fam)),
+        now,
+        move |tx, _, _| {
             let sigs = top(tx, "signatures")?;
             tx.put(&sigs, key.as_str(), "signed")?;
             Ok(())
-        });
+        },
+    );
     sim.settle(parent);
     match r {
         Ok(_) => true,
@@ -111,26 +128,38 @@ fn offline_posts_arrive_signatures_return_and_lanes_stay_private() {
     // Teacher comes online first; parents later.
     assert!(sim.connect(class.teacher, relay));
     assert!(sim.run_until_quiet(60_000));
-    assert!(delivered(&sim, class.teacher) >= 5, "teacher's offline edits delivered");
+    assert!(
+        delivered(&sim, class.teacher) >= 5,
+        "teacher's offline edits delivered"
+    );
     for (_, p) in class.families.clone() {
         assert!(sim.connect(p, relay));
     }
     assert!(sim.run_until_quiet(60_000));
     let notebook = DocId::new(class.id, DocKind::Notebook);
     for (fam, p) in class.families.clone() {
-        assert!(has_key(&mut sim, p, &notebook, "entries", "e2"), "parent received the post");
+        assert!(
+            has_key(&mut sim, p, &notebook, "entries", "e2"),
+            "parent received the post"
+        );
         assert!(sign(&mut sim, p, class.id, fam, "e2"));
     }
     assert!(sim.run_until_quiet(60_000));
     for (fam, p) in class.families.clone() {
         let lane = DocId::new(class.id, DocKind::Lane(fam));
-        assert!(has_key(&mut sim, class.teacher, &lane, "signatures", "e2"), "teacher sees each signature");
+        assert!(
+            has_key(&mut sim, class.teacher, &lane, "signatures", "e2"),
+            "teacher sees each signature"
+        );
         assert_eq!(delivered(&sim, p), 1, "the parent's signature is delivered");
         // A parent never receives another family's lane.
         for (other, _) in &class.families {
             if *other != fam {
                 let lane = DocId::new(class.id, DocKind::Lane(*other));
-                assert!(!sim.node(p).replica().is_loaded(&lane), "parent holds another family's lane");
+                assert!(
+                    !sim.node(p).replica().is_loaded(&lane),
+                    "parent holds another family's lane"
+                );
                 assert!(!sim.disk(p).docs.contains_key(&lane));
             }
         }
@@ -169,17 +198,36 @@ fn a_parents_notebook_edit_is_rejected_and_its_signature_still_arrives() {
         .unwrap();
     sim.settle(parent);
     assert!(sign(&mut sim, parent, class.id, fam, "e1"));
-    assert!(sim.run_until_quiet(60_000), "no resend loop: the network goes quiet");
+    assert!(
+        sim.run_until_quiet(60_000),
+        "no resend loop: the network goes quiet"
+    );
     eprintln!("{:#?}", sim.events(parent));
 
     assert!(!has_key(&mut sim, relay, &notebook, "entries", "forged"));
-    assert!(!has_key(&mut sim, class.teacher, &notebook, "entries", "forged"));
-    assert!(!has_key(&mut sim, parent, &notebook, "entries", "forged"), "the sender dropped it");
+    assert!(!has_key(
+        &mut sim,
+        class.teacher,
+        &notebook,
+        "entries",
+        "forged"
+    ));
+    assert!(
+        !has_key(&mut sim, parent, &notebook, "entries", "forged"),
+        "the sender dropped it"
+    );
     let lane = DocId::new(class.id, DocKind::Lane(fam));
-    assert!(has_key(&mut sim, class.teacher, &lane, "signatures", "e1"), "the signature arrived");
+    assert!(
+        has_key(&mut sim, class.teacher, &lane, "signatures", "e1"),
+        "the signature arrived"
+    );
     assert!(sim.events(parent).iter().any(|e| matches!(
         e,
-        NodeEvent::Rejected { reason: RejectReason::NotAWriter, ours: true, .. }
+        NodeEvent::Rejected {
+            reason: RejectReason::NotAWriter,
+            ours: true,
+            ..
+        }
     )));
     // Sync goes on afterwards.
     post(&mut sim, class.teacher, class.id, "e2");
@@ -238,7 +286,9 @@ fn chaos(seed: u64, cfg: NetConfig, rounds: usize) {
     let quiet = sim.run_until_quiet(600_000);
     let notebook_id = DocId::new(class.id, DocKind::Notebook);
     let relay_heads = sim.heads(relay, &notebook_id);
-    let diverged = all.iter().any(|&d| sim.heads(d, &notebook_id) != relay_heads);
+    let diverged = all
+        .iter()
+        .any(|&d| sim.heads(d, &notebook_id) != relay_heads);
     if !quiet || diverged {
         eprintln!("violations: {:?}", sim.violations());
         let notebook = DocId::new(class.id, DocKind::Notebook);
@@ -247,47 +297,86 @@ fn chaos(seed: u64, cfg: NetConfig, rounds: usize) {
             let heads = d.get_heads();
             let missing = d.get_missing_deps(&[]);
             let n = d.get_changes(&[]).len();
-            eprintln!("node {ix}: changes={n} heads={heads:?} missing={missing:?} connected={}", sim.is_connected(ix));
+            eprintln!(
+                "node {ix}: changes={n} heads={heads:?} missing={missing:?} connected={}",
+                sim.is_connected(ix)
+            );
             let roster = DocId::new(class.id, DocKind::Roster);
-            eprintln!("   notebook {:?}", sim.node(ix).replica_mut().doc_stats(&notebook));
-            eprintln!("   roster {:?} known={}", sim.node(ix).replica_mut().doc_stats(&roster), sim.node(ix).replica().roster(&class.id).is_some());
+            eprintln!(
+                "   notebook {:?}",
+                sim.node(ix).replica_mut().doc_stats(&notebook)
+            );
+            eprintln!(
+                "   roster {:?} known={}",
+                sim.node(ix).replica_mut().doc_stats(&roster),
+                sim.node(ix).replica().roster(&class.id).is_some()
+            );
         }
     }
     assert!(quiet, "seed {seed}: did not go quiet");
     // A crash can lose a device's edit only if it had not reached its disk: keep the ones that did.
     let notebook = DocId::new(class.id, DocKind::Notebook);
     for (ix, doc, key) in &saved_by {
-        let map = if doc.kind == DocKind::Notebook { "entries" } else { "signatures" };
+        let map = if doc.kind == DocKind::Notebook {
+            "entries"
+        } else {
+            "signatures"
+        };
         let on_author_disk = has_key(&mut sim, *ix, doc, map, key);
         if !on_author_disk {
             continue;
         }
-        assert!(has_key(&mut sim, relay, doc, map, key), "seed {seed}: relay lacks {key}");
-        assert!(has_key(&mut sim, class.teacher, doc, map, key), "seed {seed}: teacher lacks {key}");
+        assert!(
+            has_key(&mut sim, relay, doc, map, key),
+            "seed {seed}: relay lacks {key}"
+        );
+        assert!(
+            has_key(&mut sim, class.teacher, doc, map, key),
+            "seed {seed}: teacher lacks {key}"
+        );
     }
     for &d in &all {
-        assert_eq!(sim.heads(d, &notebook), sim.heads(relay, &notebook), "seed {seed}: notebook diverged");
+        assert_eq!(
+            sim.heads(d, &notebook),
+            sim.heads(relay, &notebook),
+            "seed {seed}: notebook diverged"
+        );
     }
     for (fam, p) in class.families.clone() {
         let lane = DocId::new(class.id, DocKind::Lane(fam));
-        assert_eq!(sim.heads(p, &lane), sim.heads(relay, &lane), "seed {seed}: lane diverged");
+        assert_eq!(
+            sim.heads(p, &lane),
+            sim.heads(relay, &lane),
+            "seed {seed}: lane diverged"
+        );
         assert_eq!(sim.heads(class.teacher, &lane), sim.heads(relay, &lane));
         // Every change the parent made is delivered at the end.
         let undelivered: Vec<_> = sim.node(p).replica().undelivered();
-        assert!(undelivered.is_empty(), "seed {seed}: parent still has undelivered {undelivered:?}");
+        assert!(
+            undelivered.is_empty(),
+            "seed {seed}: parent still has undelivered {undelivered:?}"
+        );
     }
-    assert!(sim.violations().is_empty(), "seed {seed}: {:?}", sim.violations());
+    assert!(
+        sim.violations().is_empty(),
+        "seed {seed}: {:?}",
+        sim.violations()
+    );
     let _: Option<DeviceId> = None;
 }
 
 /// Seeds to run: `HOMEROOM_SEED=N` replays one; `HOMEROOM_SEEDS=K` runs K (soak).
 fn seeds(base: u64, default_count: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("HOMEROOM_SEED") {
-        if let Ok(n) = s.parse() {
-            return vec![n];
-        }
+    if let Some(n) = std::env::var("HOMEROOM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![n];
     }
-    let count = std::env::var("HOMEROOM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count);
+    let count = std::env::var("HOMEROOM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_count);
     (base..base + count).collect()
 }
 

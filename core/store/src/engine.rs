@@ -18,7 +18,9 @@ fn read_err(what: impl Into<String>, e: StoreError) -> SyncError {
 
 impl DocSource for Store {
     fn load(&mut self, doc: &DocId) -> Result<Option<StoredDocument>, SyncError> {
-        let loaded = self.load_document(doc).map_err(|e| read_err(doc.to_string(), e))?;
+        let loaded = self
+            .load_document(doc)
+            .map_err(|e| read_err(doc.to_string(), e))?;
         Ok(loaded.map(|l| StoredDocument {
             snapshot: l.snapshot,
             changes: l.changes,
@@ -77,7 +79,11 @@ impl Store {
         }
         for w in writes {
             match &w.kind {
-                WriteKind::Rejected { doc, hashes, reason } => {
+                WriteKind::Rejected {
+                    doc,
+                    hashes,
+                    reason,
+                } => {
                     self.reject_changes(doc, hashes, &format!("{reason:?}"))?;
                 }
                 WriteKind::Delivered { doc, hashes } => {

@@ -18,10 +18,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use homeroom_core::automerge::sync::{self, ChunkList, MessageVersion, SyncDoc};
-use homeroom_core::automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use homeroom_core::automerge::transaction::Transaction;
+use homeroom_core::automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use homeroom_core::roster::RosterIndex;
-use homeroom_core::{ChangeSignature, ClassId, DeviceId, DocId, DocKind, MemberId, ModelError, roster};
+use homeroom_core::{
+    ChangeSignature, ClassId, DeviceId, DocId, DocKind, MemberId, ModelError, roster,
+};
 use homeroom_protocol::{
     ClassCatalog, ClassDigest, DocDigest, ErrorCode, HANDSHAKE_DOMAIN, Message, PROTOCOL_VERSION,
     Sig64, SignatureEntry, class_digest, heads_digest,
@@ -173,7 +175,12 @@ impl SyncNode {
 
     /// Device side: connected to a relay whose key (e.g. a hash of its pinned certificate) is
     /// `relay_key`. Queues the `Hello`.
-    pub fn connect(&mut self, now: i64, exporter: [u8; 32], relay_key: [u8; 32]) -> Result<SessionId, SyncError> {
+    pub fn connect(
+        &mut self,
+        now: i64,
+        exporter: [u8; 32],
+        relay_key: [u8; 32],
+    ) -> Result<SessionId, SyncError> {
         let device = self.replica.device_id().ok_or(SyncError::NoDeviceKey)?;
         let proof = self.replica.sign_handshake(&exporter)?;
         let id = self.alloc_session();
@@ -210,7 +217,11 @@ impl SyncNode {
     }
 
     /// Digests of every document `device` may read in `class`, per the local roster.
-    fn doc_digests(&mut self, class: ClassId, device: &DeviceId) -> Result<Vec<(DocId, [u8; 8])>, SyncError> {
+    fn doc_digests(
+        &mut self,
+        class: ClassId,
+        device: &DeviceId,
+    ) -> Result<Vec<(DocId, [u8; 8])>, SyncError> {
         let docs = match self.replica.roster(&class) {
             Some(r) => r.readable_docs(class, device),
             None => Vec::new(),
@@ -223,14 +234,20 @@ impl SyncNode {
         Ok(out)
     }
 
-    fn local_class_digest(&mut self, class: ClassId, device: &DeviceId) -> Result<[u8; 8], SyncError> {
+    fn local_class_digest(
+        &mut self,
+        class: ClassId,
+        device: &DeviceId,
+    ) -> Result<[u8; 8], SyncError> {
         let digests = self.doc_digests(class, device)?;
         Ok(class_digest(&digests))
     }
 
     /// The connection of `session` ended (by either side or the network).
     pub fn handle_closed(&mut self, session: SessionId, reason: &str) {
-        let Some(s) = self.sessions.remove(&session) else { return };
+        let Some(s) = self.sessions.remove(&session) else {
+            return;
+        };
         for class in &s.classes {
             if let Some(set) = self.class_sessions.get_mut(class) {
                 set.remove(&session);
@@ -256,13 +273,20 @@ impl SyncNode {
             .sessions
             .iter()
             .filter(|(_, s)| match s.phase {
-                Phase::AwaitHello { deadline } | Phase::AwaitWelcome { deadline } => now >= deadline,
+                Phase::AwaitHello { deadline } | Phase::AwaitWelcome { deadline } => {
+                    now >= deadline
+                }
                 _ => false,
             })
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.fail(id, ErrorCode::UnexpectedMessage, "handshake timed out", true);
+            self.fail(
+                id,
+                ErrorCode::UnexpectedMessage,
+                "handshake timed out",
+                true,
+            );
         }
     }
 
@@ -302,7 +326,9 @@ impl SyncNode {
     pub fn handle_write_done(&mut self, id: WriteId) {
         let advanced = self.replica.handle_write_done(id);
         for doc in advanced {
-            let Some(waiting) = self.awaiting_saved.remove(&doc) else { continue };
+            let Some(waiting) = self.awaiting_saved.remove(&doc) else {
+                continue;
+            };
             for sid in waiting {
                 self.send_saved(sid, &doc, true);
             }
@@ -317,7 +343,9 @@ impl SyncNode {
             Ok(h) => h,
             Err(_) => return,
         };
-        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         if s.phase != Phase::Established {
             return;
         }
@@ -360,30 +388,60 @@ impl SyncNode {
     }
 
     /// Handle one decoded message from a session's peer.
-    pub fn handle_message(&mut self, now: i64, sid: SessionId, msg: Message) -> Result<(), SyncError> {
+    pub fn handle_message(
+        &mut self,
+        now: i64,
+        sid: SessionId,
+        msg: Message,
+    ) -> Result<(), SyncError> {
         let Some(s) = self.sessions.get(&sid) else {
             return Err(SyncError::NoSuchSession(sid.0));
         };
         let (side, phase) = (s.side, s.phase);
         match (side, phase, msg) {
             (_, Phase::Closed, _) => Ok(()),
-            (Side::Relay, Phase::AwaitHello { .. }, Message::Hello { versions, device, proof, classes }) => {
-                self.on_hello(now, sid, &versions, device, &proof, &classes)
-            }
+            (
+                Side::Relay,
+                Phase::AwaitHello { .. },
+                Message::Hello {
+                    versions,
+                    device,
+                    proof,
+                    classes,
+                },
+            ) => self.on_hello(now, sid, &versions, device, &proof, &classes),
             (Side::Relay, Phase::AwaitHello { .. }, _) => {
                 self.fail(sid, ErrorCode::UnexpectedMessage, "expected Hello", true);
                 Ok(())
             }
             (Side::Device, Phase::AwaitWelcome { .. }, Message::Welcome { version, .. }) => {
                 if version != PROTOCOL_VERSION {
-                    self.fail(sid, ErrorCode::UnsupportedVersion, "relay chose an unknown version", true);
+                    self.fail(
+                        sid,
+                        ErrorCode::UnsupportedVersion,
+                        "relay chose an unknown version",
+                        true,
+                    );
                 } else if let Some(s) = self.sessions.get_mut(&sid) {
                     s.phase = Phase::Established;
-                    self.replica.events.push_back(NodeEvent::SessionEstablished { session: sid, peer: None });
+                    self.replica
+                        .events
+                        .push_back(NodeEvent::SessionEstablished {
+                            session: sid,
+                            peer: None,
+                        });
                 }
                 Ok(())
             }
-            (_, _, Message::Error { code, detail, fatal }) => {
+            (
+                _,
+                _,
+                Message::Error {
+                    code,
+                    detail,
+                    fatal,
+                },
+            ) => {
                 self.replica.events.push_back(NodeEvent::PeerMisbehaved {
                     session: sid,
                     detail: format!("peer reported {code:?}: {detail}"),
@@ -392,7 +450,8 @@ impl SyncNode {
                     if let Some(s) = self.sessions.get_mut(&sid) {
                         s.phase = Phase::Closed;
                     }
-                    self.closes.push_back((sid, format!("peer error {code:?}: {detail}")));
+                    self.closes
+                        .push_back((sid, format!("peer error {code:?}: {detail}")));
                 }
                 Ok(())
             }
@@ -400,16 +459,32 @@ impl SyncNode {
                 self.fail(sid, ErrorCode::UnexpectedMessage, "expected Welcome", true);
                 Ok(())
             }
-            (Side::Device, Phase::Established, Message::Catalog { classes }) => self.on_catalog(now, sid, classes),
-            (_, Phase::Established, Message::Sync { doc, payload, signatures }) => {
-                self.on_sync(now, sid, doc, &payload, &signatures)
+            (Side::Device, Phase::Established, Message::Catalog { classes }) => {
+                self.on_catalog(now, sid, classes)
             }
+            (
+                _,
+                Phase::Established,
+                Message::Sync {
+                    doc,
+                    payload,
+                    signatures,
+                },
+            ) => self.on_sync(now, sid, doc, &payload, &signatures),
             (Side::Device, Phase::Established, Message::Saved { doc, heads }) => {
                 let heads: Vec<ChangeHash> = heads.into_iter().map(ChangeHash).collect();
                 self.replica.mark_delivered_up_to(&doc, &heads)?;
                 Ok(())
             }
-            (Side::Device, Phase::Established, Message::Reject { doc, changes, reason }) => {
+            (
+                Side::Device,
+                Phase::Established,
+                Message::Reject {
+                    doc,
+                    changes,
+                    reason,
+                },
+            ) => {
                 let hashes: Vec<ChangeHash> = changes.into_iter().map(ChangeHash).collect();
                 self.replica.drop_rejected(&doc, &hashes, reason)?;
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -451,19 +526,33 @@ impl SyncNode {
         classes: &[ClassDigest],
     ) -> Result<(), SyncError> {
         if !versions.contains(&PROTOCOL_VERSION) {
-            self.fail(sid, ErrorCode::UnsupportedVersion, "no common protocol version", true);
+            self.fail(
+                sid,
+                ErrorCode::UnsupportedVersion,
+                "no common protocol version",
+                true,
+            );
             return Ok(());
         }
         let exporter = match self.sessions.get(&sid) {
             Some(s) => s.exporter,
             None => return Ok(()),
         };
-        if device.verify(HANDSHAKE_DOMAIN, &exporter, &proof.0).is_err() {
-            self.fail(sid, ErrorCode::AuthenticationFailed, "handshake proof does not verify", true);
+        if device
+            .verify(HANDSHAKE_DOMAIN, &exporter, &proof.0)
+            .is_err()
+        {
+            self.fail(
+                sid,
+                ErrorCode::AuthenticationFailed,
+                "handshake proof does not verify",
+                true,
+            );
             return Ok(());
         }
         let enrolled = self.replica.classes_of(&device);
-        let theirs: HashMap<ClassId, [u8; 8]> = classes.iter().map(|c| (c.class, c.digest)).collect();
+        let theirs: HashMap<ClassId, [u8; 8]> =
+            classes.iter().map(|c| (c.class, c.digest)).collect();
         let mut catalog = Vec::with_capacity(enrolled.len());
         for class in &enrolled {
             let digests = self.doc_digests(*class, &device)?;
@@ -474,11 +563,18 @@ impl SyncNode {
                 Some(
                     digests
                         .iter()
-                        .map(|(d, g)| DocDigest { kind: d.kind, digest: *g })
+                        .map(|(d, g)| DocDigest {
+                            kind: d.kind,
+                            digest: *g,
+                        })
                         .collect(),
                 )
             };
-            catalog.push(ClassCatalog { class: *class, digest, docs });
+            catalog.push(ClassCatalog {
+                class: *class,
+                digest,
+                docs,
+            });
         }
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.peer = device;
@@ -495,11 +591,14 @@ impl SyncNode {
                 relay_time: _now,
             },
         ));
-        self.transmits.push_back((sid, Message::Catalog { classes: catalog }));
-        self.replica.events.push_back(NodeEvent::SessionEstablished {
-            session: sid,
-            peer: Some(device),
-        });
+        self.transmits
+            .push_back((sid, Message::Catalog { classes: catalog }));
+        self.replica
+            .events
+            .push_back(NodeEvent::SessionEstablished {
+                session: sid,
+                peer: Some(device),
+            });
         for class in &enrolled {
             self.push_not_yet_durable(sid, *class, &device)?;
         }
@@ -509,10 +608,18 @@ impl SyncNode {
     /// The catalog describes durable heads (that is what lets a device mark its edits
     /// delivered). Documents whose in-memory heads are ahead of disk would look "equal" to a
     /// device that lacks the newer changes: start their sync now instead of waiting.
-    fn push_not_yet_durable(&mut self, sid: SessionId, class: ClassId, device: &DeviceId) -> Result<(), SyncError> {
+    fn push_not_yet_durable(
+        &mut self,
+        sid: SessionId,
+        class: ClassId,
+        device: &DeviceId,
+    ) -> Result<(), SyncError> {
         let docs = self.replica.docs_ahead_of_disk(class);
         for doc in docs {
-            let readable = self.replica.roster(&class).is_some_and(|r| r.can_read(device, &doc.kind));
+            let readable = self
+                .replica
+                .roster(&class)
+                .is_some_and(|r| r.can_read(device, &doc.kind));
             if readable {
                 self.generate(sid, &doc)?;
             }
@@ -520,7 +627,12 @@ impl SyncNode {
         Ok(())
     }
 
-    fn on_catalog(&mut self, _now: i64, sid: SessionId, classes: Vec<ClassCatalog>) -> Result<(), SyncError> {
+    fn on_catalog(
+        &mut self,
+        _now: i64,
+        sid: SessionId,
+        classes: Vec<ClassCatalog>,
+    ) -> Result<(), SyncError> {
         let device = self.replica.device_id().ok_or(SyncError::NoDeviceKey)?;
         let mut listed = BTreeSet::new();
         for cat in classes {
@@ -528,7 +640,10 @@ impl SyncNode {
             if let Some(s) = self.sessions.get_mut(&sid) {
                 s.classes.insert(cat.class);
             }
-            self.class_sessions.entry(cat.class).or_default().insert(sid);
+            self.class_sessions
+                .entry(cat.class)
+                .or_default()
+                .insert(sid);
             let local = self.doc_digests(cat.class, &device)?;
             if class_digest(&local) == cat.digest {
                 for (doc, _) in &local {
@@ -575,13 +690,17 @@ impl SyncNode {
     }
 
     fn may_access(&self, sid: SessionId, doc: &DocId) -> bool {
-        let Some(s) = self.sessions.get(&sid) else { return false };
+        let Some(s) = self.sessions.get(&sid) else {
+            return false;
+        };
         if s.side == Side::Device {
             // A device syncs only documents of classes it holds; the relay decides the rest.
             return true;
         }
         match self.replica.roster(&doc.class) {
-            Some(r) if !r.members.is_empty() => r.can_read(&s.peer, &doc.kind) || r.can_write(&s.peer, &doc.kind),
+            Some(r) if !r.members.is_empty() => {
+                r.can_read(&s.peer, &doc.kind) || r.can_write(&s.peer, &doc.kind)
+            }
             _ => doc.kind == DocKind::Roster,
         }
     }
@@ -595,41 +714,77 @@ impl SyncNode {
         signatures: &[SignatureEntry],
     ) -> Result<(), SyncError> {
         if !self.may_access(sid, &doc) {
-            self.fail(sid, ErrorCode::NoSuchDocument, &format!("no document {doc}"), false);
+            self.fail(
+                sid,
+                ErrorCode::NoSuchDocument,
+                &format!("no document {doc}"),
+                false,
+            );
             return Ok(());
         }
         let side = self.sessions.get(&sid).map(|s| s.side);
-        let class_known = self.replica.roster(&doc.class).is_some_and(|r| !r.members.is_empty());
+        let class_known = self
+            .replica
+            .roster(&doc.class)
+            .is_some_and(|r| !r.members.is_empty());
         if side == Some(Side::Relay) && !class_known {
-            let s = self.sessions.get_mut(&sid).ok_or(SyncError::NoSuchSession(sid.0))?;
+            let s = self
+                .sessions
+                .get_mut(&sid)
+                .ok_or(SyncError::NoSuchSession(sid.0))?;
             if !s.docs.contains_key(&doc) {
                 if s.new_classes >= self.replica.limits().max_new_classes_per_session {
-                    self.fail(sid, ErrorCode::LimitExceeded, "too many new classes in one session", false);
+                    self.fail(
+                        sid,
+                        ErrorCode::LimitExceeded,
+                        "too many new classes in one session",
+                        false,
+                    );
                     return Ok(());
                 }
                 s.new_classes += 1;
             }
         }
-        if let Some(s) = self.sessions.get(&sid) {
-            if !s.docs.contains_key(&doc) && s.docs.len() >= self.replica.limits().max_docs_per_session {
-                self.fail(sid, ErrorCode::LimitExceeded, "too many documents in one session", false);
-                return Ok(());
-            }
+        if let Some(s) = self.sessions.get(&sid)
+            && !s.docs.contains_key(&doc)
+            && s.docs.len() >= self.replica.limits().max_docs_per_session
+        {
+            self.fail(
+                sid,
+                ErrorCode::LimitExceeded,
+                "too many documents in one session",
+                false,
+            );
+            return Ok(());
         }
         // Never sync::Message::decode directly: some decodable messages crash or exhaust
         // automerge later (see homeroom_protocol::decode_sync_payload).
         let mut message = match homeroom_protocol::decode_sync_payload(payload) {
             Ok(m) if m.version == MessageVersion::V1 => m,
             Ok(_) => {
-                self.fail(sid, ErrorCode::MalformedFrame, "V2 sync messages are not accepted", false);
+                self.fail(
+                    sid,
+                    ErrorCode::MalformedFrame,
+                    "V2 sync messages are not accepted",
+                    false,
+                );
                 return Ok(());
             }
             Err(e) => {
-                self.fail(sid, ErrorCode::MalformedFrame, &format!("bad automerge sync message: {e}"), false);
+                self.fail(
+                    sid,
+                    ErrorCode::MalformedFrame,
+                    &format!("bad automerge sync message: {e}"),
+                    false,
+                );
                 return Ok(());
             }
         };
-        let incoming = match extract_changes(&message, signatures, self.replica.limits().max_changes_per_message) {
+        let incoming = match extract_changes(
+            &message,
+            signatures,
+            self.replica.limits().max_changes_per_message,
+        ) {
             Ok(v) => v,
             Err(detail) => {
                 self.fail(sid, ErrorCode::MalformedFrame, &detail, false);
@@ -657,10 +812,12 @@ impl SyncNode {
                     reason,
                 },
             ));
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                if let Some(pd) = s.docs.get_mut(&doc) {
-                    pd.state = sync::State::new();
-                }
+            if let Some(pd) = self
+                .sessions
+                .get_mut(&sid)
+                .and_then(|s| s.docs.get_mut(&doc))
+            {
+                pd.state = sync::State::new();
             }
         }
         if !outcome.applied.is_empty() {
@@ -688,7 +845,9 @@ impl SyncNode {
     }
 
     fn ensure_peer_doc(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
-        let Some(s) = self.sessions.get(&sid) else { return Ok(()) };
+        let Some(s) = self.sessions.get(&sid) else {
+            return Ok(());
+        };
         if s.docs.contains_key(doc) {
             return Ok(());
         }
@@ -700,18 +859,37 @@ impl SyncNode {
         // A persisted state may claim heads this node no longer has (e.g. it was written before
         // a crash lost later changes): trusting it would make the peer skip what we lack.
         let am = self.replica.document(doc)?;
-        if state.shared_heads.iter().any(|h| am.get_change_by_hash(h).is_none()) {
+        if state
+            .shared_heads
+            .iter()
+            .any(|h| am.get_change_by_hash(h).is_none())
+        {
             state = sync::State::new();
         }
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.docs.insert(*doc, PeerDoc { state, last_saved: Vec::new() });
+            s.docs.insert(
+                *doc,
+                PeerDoc {
+                    state,
+                    last_saved: Vec::new(),
+                },
+            );
         }
         Ok(())
     }
 
-    fn receive(&mut self, sid: SessionId, doc: &DocId, message: sync::Message) -> Result<(), SyncError> {
-        let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
-        let Some(pd) = s.docs.get_mut(doc) else { return Ok(()) };
+    fn receive(
+        &mut self,
+        sid: SessionId,
+        doc: &DocId,
+        message: sync::Message,
+    ) -> Result<(), SyncError> {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        let Some(pd) = s.docs.get_mut(doc) else {
+            return Ok(());
+        };
         let am = self.replica.document_mut(doc)?;
         if let Err(e) = am.receive_sync_message(&mut pd.state, message) {
             self.replica.events.push_back(NodeEvent::PeerMisbehaved {
@@ -730,8 +908,12 @@ impl SyncNode {
             _ => return Ok(()),
         }
         self.ensure_peer_doc(sid, doc)?;
-        let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
-        let Some(pd) = s.docs.get_mut(doc) else { return Ok(()) };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        let Some(pd) = s.docs.get_mut(doc) else {
+            return Ok(());
+        };
         let missing = self.replica.held_missing_deps(doc);
         let am = self.replica.document_mut(doc)?;
         let message = match am.generate_sync_message(&mut pd.state) {
@@ -820,12 +1002,22 @@ impl SyncNode {
     fn on_roster_changed(&mut self, class: ClassId) -> Result<(), SyncError> {
         if !self.replica.is_relay() {
             // Held changes may have become verifiable: resume every document of the class.
-            let sids: Vec<SessionId> = self.class_sessions.get(&class).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let sids: Vec<SessionId> = self
+                .class_sessions
+                .get(&class)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
             for sid in sids {
                 let docs: Vec<DocId> = self
                     .sessions
                     .get(&sid)
-                    .map(|s| s.docs.keys().filter(|d| d.class == class && d.kind != DocKind::Roster).copied().collect())
+                    .map(|s| {
+                        s.docs
+                            .keys()
+                            .filter(|d| d.class == class && d.kind != DocKind::Roster)
+                            .copied()
+                            .collect()
+                    })
                     .unwrap_or_default();
                 for doc in docs {
                     self.generate(sid, &doc)?;
@@ -840,7 +1032,9 @@ impl SyncNode {
             .map(|(id, _)| *id)
             .collect();
         for sid in sids {
-            let Some(s) = self.sessions.get(&sid) else { continue };
+            let Some(s) = self.sessions.get(&sid) else {
+                continue;
+            };
             let peer = s.peer;
             let enrolled = self.replica.classes_of(&peer).contains(&class);
             let following = s.classes.contains(&class);
@@ -861,7 +1055,10 @@ impl SyncNode {
                             docs: Some(
                                 digests
                                     .iter()
-                                    .map(|(d, g)| DocDigest { kind: d.kind, digest: *g })
+                                    .map(|(d, g)| DocDigest {
+                                        kind: d.kind,
+                                        digest: *g,
+                                    })
                                     .collect(),
                             ),
                         }],
@@ -876,9 +1073,17 @@ impl SyncNode {
                 if let Some(set) = self.class_sessions.get_mut(&class) {
                     set.remove(&sid);
                 }
-                let none_left = self.sessions.get(&sid).is_some_and(|s| s.classes.is_empty());
+                let none_left = self
+                    .sessions
+                    .get(&sid)
+                    .is_some_and(|s| s.classes.is_empty());
                 if none_left && !founded_here {
-                    self.fail(sid, ErrorCode::NotEnrolled, "this device is no longer enrolled", true);
+                    self.fail(
+                        sid,
+                        ErrorCode::NotEnrolled,
+                        "this device is no longer enrolled",
+                        true,
+                    );
                 }
             }
         }
@@ -887,7 +1092,9 @@ impl SyncNode {
 
     fn on_ephemeral(&mut self, sid: SessionId, doc: DocId, payload: Vec<u8>) {
         if !self.replica.is_relay() {
-            self.replica.events.push_back(NodeEvent::DocumentChanged { doc });
+            self.replica
+                .events
+                .push_back(NodeEvent::DocumentChanged { doc });
             return;
         }
         let readable = |node: &Self, s: SessionId| -> bool {
@@ -898,7 +1105,12 @@ impl SyncNode {
             })
         };
         if !readable(self, sid) {
-            self.fail(sid, ErrorCode::NoSuchDocument, &format!("no document {doc}"), false);
+            self.fail(
+                sid,
+                ErrorCode::NoSuchDocument,
+                &format!("no document {doc}"),
+                false,
+            );
             return;
         }
         let targets: Vec<SessionId> = self
@@ -940,7 +1152,12 @@ impl SyncNode {
         doc: &DocId,
         read: &DocId,
         now: i64,
-        f: impl FnOnce(&mut Transaction<'_>, &Automerge, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+        f: impl FnOnce(
+            &mut Transaction<'_>,
+            &Automerge,
+            &RosterIndex,
+            DeviceId,
+        ) -> Result<T, ModelError>,
     ) -> Result<(T, Option<ChangeHash>), SyncError> {
         let (value, hash) = self.replica.edit_reading(doc, read, now, f)?;
         if hash.is_some() {
@@ -973,7 +1190,9 @@ impl SyncNode {
         teacher_name: &str,
         now: i64,
     ) -> Result<ClassId, SyncError> {
-        let class = self.replica.found_class(nonce, class_name, member, teacher_name, now)?;
+        let class = self
+            .replica
+            .found_class(nonce, class_name, member, teacher_name, now)?;
         let roster_id = DocId::new(class, DocKind::Roster);
         let sids: Vec<SessionId> = self
             .sessions
@@ -993,7 +1212,9 @@ impl SyncNode {
 
     /// Start syncing every document of a class with every connected relay (e.g. after joining).
     pub fn sync_class(&mut self, class: ClassId) -> Result<(), SyncError> {
-        let Some(device) = self.replica.device_id() else { return Ok(()) };
+        let Some(device) = self.replica.device_id() else {
+            return Ok(());
+        };
         let docs = self
             .replica
             .roster(&class)
@@ -1038,7 +1259,8 @@ fn extract_changes(
     }
     let mut out = Vec::with_capacity(message.changes.len());
     for chunk in message.changes.iter() {
-        homeroom_protocol::check_change_chunk(chunk).map_err(|e| format!("refused change chunk: {e}"))?;
+        homeroom_protocol::check_change_chunk(chunk)
+            .map_err(|e| format!("refused change chunk: {e}"))?;
         let change = Change::try_from(chunk).map_err(|e| format!("malformed change: {e}"))?;
         let signature = sigs.get(&change.hash().0).copied();
         out.push(IncomingChange { change, signature });

@@ -87,7 +87,7 @@ enum Identity {
     /// A relay: verifies strictly, has no device key, makes no edits.
     Relay,
     /// A device with its key and actor id.
-    Device { key: DeviceKey, actor: ActorId },
+    Device { key: Box<DeviceKey>, actor: ActorId },
 }
 
 /// The documents of one node (relay or device) and the rules for changing them.
@@ -131,7 +131,14 @@ impl Replica {
         limits: Limits,
     ) -> Result<Self, SyncError> {
         let actor = actor_for(&key.device_id(), actor_suffix);
-        Self::new(Identity::Device { key, actor }, source, limits)
+        Self::new(
+            Identity::Device {
+                key: Box::new(key),
+                actor,
+            },
+            source,
+            limits,
+        )
     }
 
     fn new(
@@ -222,7 +229,12 @@ impl Replica {
 
     /// Drop a document from memory (relay eviction). Durable state stays on disk.
     pub fn evict(&mut self, id: &DocId) {
-        if id.kind != DocKind::Roster && !self.in_flight.iter().any(|w| w.heads.iter().any(|(d, _)| d == id)) {
+        if id.kind != DocKind::Roster
+            && !self
+                .in_flight
+                .iter()
+                .any(|w| w.heads.iter().any(|(d, _)| d == id))
+        {
             self.docs.remove(id);
         }
     }
@@ -265,7 +277,11 @@ impl Replica {
     }
 
     /// Mark stored changes as not yet delivered (device start-up, from the store's records).
-    pub fn set_undelivered(&mut self, doc: &DocId, hashes: impl IntoIterator<Item = ChangeHash>) -> Result<(), SyncError> {
+    pub fn set_undelivered(
+        &mut self,
+        doc: &DocId,
+        hashes: impl IntoIterator<Item = ChangeHash>,
+    ) -> Result<(), SyncError> {
         let ds = self.doc_state(doc)?;
         ds.undelivered.extend(hashes);
         Ok(())
@@ -284,9 +300,9 @@ impl Replica {
 
     /// Whether a local change has been acknowledged by the relay.
     pub fn is_delivered(&self, doc: &DocId, hash: &ChangeHash) -> bool {
-        self.docs
-            .get(doc)
-            .is_some_and(|s| s.doc.get_change_by_hash(hash).is_some() && !s.undelivered.contains(hash))
+        self.docs.get(doc).is_some_and(|s| {
+            s.doc.get_change_by_hash(hash).is_some() && !s.undelivered.contains(hash)
+        })
     }
 
     fn actor(&self) -> ActorId {
@@ -348,7 +364,9 @@ impl Replica {
             if !self.done_early.remove(&front.id) {
                 break;
             }
-            let Some(write) = self.in_flight.pop_front() else { break };
+            let Some(write) = self.in_flight.pop_front() else {
+                break;
+            };
             for (doc, hash) in write.local {
                 self.events.push_back(NodeEvent::SavedLocally {
                     doc,
@@ -403,7 +421,9 @@ impl Replica {
                 continue;
             }
             if ds.rejected.contains(&hash) {
-                outcome.rejected.push((hash, RejectReason::DependsOnRejected));
+                outcome
+                    .rejected
+                    .push((hash, RejectReason::DependsOnRejected));
                 batch_rejected.insert(hash);
                 continue;
             }
@@ -413,7 +433,9 @@ impl Replica {
                 .iter()
                 .any(|d| batch_rejected.contains(d) || ds.rejected.contains(d))
             {
-                outcome.rejected.push((hash, RejectReason::DependsOnRejected));
+                outcome
+                    .rejected
+                    .push((hash, RejectReason::DependsOnRejected));
                 batch_rejected.insert(hash);
                 continue;
             }
@@ -446,15 +468,25 @@ impl Replica {
                 Authorization::Allowed => {
                     if is_roster {
                         // Apply roster changes one by one: each may grant the next its right.
-                        let was_founded = !self.rosters.get(&class).is_some_and(|r| !r.members.is_empty());
+                        let was_founded = self
+                            .rosters
+                            .get(&class)
+                            .is_none_or(|r| r.members.is_empty());
                         let ds = self.doc_state(doc_id)?;
-                        ds.doc.apply_changes([change.clone()]).map_err(|e| SyncError::CorruptDocument {
-                            doc: *doc_id,
-                            reason: e.to_string(),
+                        ds.doc.apply_changes([change.clone()]).map_err(|e| {
+                            SyncError::CorruptDocument {
+                                doc: *doc_id,
+                                reason: e.to_string(),
+                            }
                         })?;
                         ds.signatures.insert(hash, (author, signature));
                         self.reindex(class)?;
-                        if was_founded && self.rosters.get(&class).is_some_and(|r| !r.members.is_empty()) {
+                        if was_founded
+                            && self
+                                .rosters
+                                .get(&class)
+                                .is_some_and(|r| !r.members.is_empty())
+                        {
                             self.events.push_back(NodeEvent::ClassAdded { class });
                         }
                     }
@@ -509,7 +541,8 @@ impl Replica {
                 changes,
                 heads: vec![(*doc_id, heads)],
             });
-            self.events.push_back(NodeEvent::DocumentChanged { doc: *doc_id });
+            self.events
+                .push_back(NodeEvent::DocumentChanged { doc: *doc_id });
             if is_roster {
                 self.events.push_back(NodeEvent::RosterChanged { class });
                 self.recheck_held(class, now_ms)?;
@@ -638,7 +671,7 @@ impl Replica {
             actor
         } else {
             let mut h = blake3::Hasher::new();
-            h.update(&actor.to_bytes());
+            h.update(actor.to_bytes());
             for d in &dropped {
                 h.update(&d.0);
             }
@@ -680,7 +713,11 @@ impl Replica {
 
     /// The relay acknowledged `heads` of a document as durable: mark this device's changes
     /// that those heads cover as delivered.
-    pub fn mark_delivered_up_to(&mut self, doc_id: &DocId, heads: &[ChangeHash]) -> Result<Vec<ChangeHash>, SyncError> {
+    pub fn mark_delivered_up_to(
+        &mut self,
+        doc_id: &DocId,
+        heads: &[ChangeHash],
+    ) -> Result<Vec<ChangeHash>, SyncError> {
         let ds = self.doc_state(doc_id)?;
         if ds.undelivered.is_empty() {
             return Ok(Vec::new());
@@ -693,8 +730,12 @@ impl Replica {
         if known.is_empty() {
             return Ok(Vec::new());
         }
-        let not_covered: HashSet<ChangeHash> =
-            ds.doc.get_changes(&known).iter().map(|c| c.hash()).collect();
+        let not_covered: HashSet<ChangeHash> = ds
+            .doc
+            .get_changes(&known)
+            .iter()
+            .map(|c| c.hash())
+            .collect();
         let delivered: Vec<ChangeHash> = ds
             .undelivered
             .iter()
@@ -714,7 +755,11 @@ impl Replica {
         Ok(delivered)
     }
 
-    fn record_delivered(&mut self, doc_id: &DocId, delivered: Vec<ChangeHash>) -> Result<(), SyncError> {
+    fn record_delivered(
+        &mut self,
+        doc_id: &DocId,
+        delivered: Vec<ChangeHash>,
+    ) -> Result<(), SyncError> {
         if delivered.is_empty() {
             return Ok(());
         }
@@ -751,7 +796,12 @@ impl Replica {
         doc_id: &DocId,
         read_id: &DocId,
         now_ms: i64,
-        f: impl FnOnce(&mut Transaction<'_>, &Automerge, &RosterIndex, DeviceId) -> Result<T, ModelError>,
+        f: impl FnOnce(
+            &mut Transaction<'_>,
+            &Automerge,
+            &RosterIndex,
+            DeviceId,
+        ) -> Result<T, ModelError>,
     ) -> Result<(T, Option<ChangeHash>), SyncError> {
         if doc_id == read_id {
             return Err(SyncError::NotAllowed {
@@ -760,8 +810,13 @@ impl Replica {
             });
         }
         self.doc_state(read_id)?;
-        let read = self.docs.remove(read_id).ok_or(SyncError::UnknownClass(read_id.class))?;
-        let result = self.edit_inner(doc_id, now_ms, true, |tx, roster, device| f(tx, &read.doc, roster, device));
+        let read = self
+            .docs
+            .remove(read_id)
+            .ok_or(SyncError::UnknownClass(read_id.class))?;
+        let result = self.edit_inner(doc_id, now_ms, true, |tx, roster, device| {
+            f(tx, &read.doc, roster, device)
+        });
         self.docs.insert(*read_id, read);
         result
     }
@@ -798,7 +853,10 @@ impl Replica {
             });
         }
         self.doc_state(doc_id)?;
-        let ds = self.docs.get_mut(doc_id).ok_or(SyncError::UnknownClass(doc_id.class))?;
+        let ds = self
+            .docs
+            .get_mut(doc_id)
+            .ok_or(SyncError::UnknownClass(doc_id.class))?;
         let mut tx = ds.doc.transaction();
         let value = match f(&mut tx, &roster, device) {
             Ok(v) => v,
@@ -812,18 +870,29 @@ impl Replica {
         Ok((value, hash))
     }
 
-    fn sign_and_queue(&mut self, doc_id: &DocId, hash: Option<ChangeHash>) -> Result<Option<ChangeHash>, SyncError> {
+    fn sign_and_queue(
+        &mut self,
+        doc_id: &DocId,
+        hash: Option<ChangeHash>,
+    ) -> Result<Option<ChangeHash>, SyncError> {
         let Some(hash) = hash else { return Ok(None) };
         let Identity::Device { key, .. } = &self.identity else {
             return Err(SyncError::NoDeviceKey);
         };
-        let ds = self.docs.get_mut(doc_id).ok_or(SyncError::UnknownClass(doc_id.class))?;
-        let change = ds.doc.get_change_by_hash(&hash).ok_or_else(|| SyncError::CorruptDocument {
-            doc: *doc_id,
-            reason: "committed change not found".into(),
-        })?;
+        let ds = self
+            .docs
+            .get_mut(doc_id)
+            .ok_or(SyncError::UnknownClass(doc_id.class))?;
+        let change =
+            ds.doc
+                .get_change_by_hash(&hash)
+                .ok_or_else(|| SyncError::CorruptDocument {
+                    doc: *doc_id,
+                    reason: "committed change not found".into(),
+                })?;
         let signed = SignedChange::sign(key, doc_id, &change);
-        ds.signatures.insert(hash, (signed.author, signed.signature));
+        ds.signatures
+            .insert(hash, (signed.author, signed.signature));
         ds.undelivered.insert(hash);
         let heads = ds.doc.get_heads();
         self.queue_write_local(
@@ -835,7 +904,9 @@ impl Replica {
         );
         if doc_id.kind == DocKind::Roster {
             self.reindex(doc_id.class)?;
-            self.events.push_back(NodeEvent::RosterChanged { class: doc_id.class });
+            self.events.push_back(NodeEvent::RosterChanged {
+                class: doc_id.class,
+            });
         }
         Ok(Some(hash))
     }
@@ -854,9 +925,14 @@ impl Replica {
         let class = roster::class_id_for(&device, &nonce);
         let doc_id = DocId::new(class, DocKind::Roster);
         self.doc_state(&doc_id)?;
-        let ds = self.docs.get_mut(&doc_id).ok_or(SyncError::UnknownClass(class))?;
+        let ds = self
+            .docs
+            .get_mut(&doc_id)
+            .ok_or(SyncError::UnknownClass(class))?;
         let mut tx = ds.doc.transaction();
-        if let Err(e) = roster::write_founding(&mut tx, class_name, &device, member, teacher_name, now_ms) {
+        if let Err(e) =
+            roster::write_founding(&mut tx, class_name, &device, member, teacher_name, now_ms)
+        {
             tx.rollback();
             return Err(e.into());
         }
@@ -869,7 +945,9 @@ impl Replica {
     /// Sign the handshake proof over the TLS exporter value.
     pub(crate) fn sign_handshake(&self, exporter: &[u8; 32]) -> Result<[u8; 64], SyncError> {
         match &self.identity {
-            Identity::Device { key, .. } => Ok(key.sign(homeroom_protocol::HANDSHAKE_DOMAIN, exporter)),
+            Identity::Device { key, .. } => {
+                Ok(key.sign(homeroom_protocol::HANDSHAKE_DOMAIN, exporter))
+            }
             Identity::Relay => Err(SyncError::NoDeviceKey),
         }
     }
@@ -880,7 +958,11 @@ impl Replica {
     }
 
     /// A persisted sync state for `peer` and `doc`.
-    pub(crate) fn persisted_sync_state(&mut self, peer: &DeviceId, doc: &DocId) -> Result<Option<Vec<u8>>, SyncError> {
+    pub(crate) fn persisted_sync_state(
+        &mut self,
+        peer: &DeviceId,
+        doc: &DocId,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
         self.source.sync_state(peer, doc)
     }
 
@@ -893,7 +975,9 @@ impl Replica {
     /// Dependencies of held changes that are neither in the document nor held themselves: what
     /// to ask the peer for (automerge cannot, as held changes are invisible to it).
     pub(crate) fn held_missing_deps(&self, doc: &DocId) -> Vec<ChangeHash> {
-        let Some(ds) = self.docs.get(doc) else { return Vec::new() };
+        let Some(ds) = self.docs.get(doc) else {
+            return Vec::new();
+        };
         if ds.held.is_empty() {
             return Vec::new();
         }
@@ -940,7 +1024,11 @@ impl Replica {
     }
 
     /// Changes of a document not covered by `heads` (for building messages and tests).
-    pub fn changes_since(&mut self, doc: &DocId, heads: &[ChangeHash]) -> Result<Vec<Change>, SyncError> {
+    pub fn changes_since(
+        &mut self,
+        doc: &DocId,
+        heads: &[ChangeHash],
+    ) -> Result<Vec<Change>, SyncError> {
         Ok(self.doc_state(doc)?.doc.get_changes(heads))
     }
 }
@@ -963,8 +1051,11 @@ enum Authorization {
 
 /// Order a batch so each change comes after those of its dependencies that are in the batch.
 fn order_by_deps(batch: Vec<IncomingChange>) -> Vec<IncomingChange> {
-    let in_batch: HashMap<ChangeHash, usize> =
-        batch.iter().enumerate().map(|(i, c)| (c.change.hash(), i)).collect();
+    let in_batch: HashMap<ChangeHash, usize> = batch
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.change.hash(), i))
+        .collect();
     let mut indegree = vec![0usize; batch.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); batch.len()];
     for (i, c) in batch.iter().enumerate() {

@@ -56,16 +56,18 @@ pub fn materialize(
     };
     let mut changes = Vec::with_capacity(stored.changes.len());
     for c in &stored.changes {
-        let change = Change::try_from(c.bytes.as_slice()).map_err(|e| SyncError::CorruptDocument {
-            doc: *id,
-            reason: format!("stored change {}: {e}", c.hash),
-        })?;
+        let change =
+            Change::try_from(c.bytes.as_slice()).map_err(|e| SyncError::CorruptDocument {
+                doc: *id,
+                reason: format!("stored change {}: {e}", c.hash),
+            })?;
         changes.push(change);
     }
-    doc.apply_changes(changes).map_err(|e| SyncError::CorruptDocument {
-        doc: *id,
-        reason: e.to_string(),
-    })?;
+    doc.apply_changes(changes)
+        .map_err(|e| SyncError::CorruptDocument {
+            doc: *id,
+            reason: e.to_string(),
+        })?;
     Ok(doc)
 }
 

@@ -46,8 +46,16 @@ impl RelayCertificate {
             (c, _) => Err(TransportError::Certificate(format!(
                 "{} exists but {} does not; restore the missing file or remove both to \
                  generate a new certificate (devices would then need the new fingerprint)",
-                if c { cert_path.display() } else { key_path.display() },
-                if c { key_path.display() } else { cert_path.display() },
+                if c {
+                    cert_path.display()
+                } else {
+                    key_path.display()
+                },
+                if c {
+                    key_path.display()
+                } else {
+                    cert_path.display()
+                },
             ))),
         }
     }
@@ -59,8 +67,12 @@ impl RelayCertificate {
         } else {
             names.to_vec()
         };
-        let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TransportError::Certificate(e.to_string()))?;
-        Ok(Self::from_der(ck.cert.der().to_vec(), ck.signing_key.serialize_der()))
+        let ck = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TransportError::Certificate(e.to_string()))?;
+        Ok(Self::from_der(
+            ck.cert.der().to_vec(),
+            ck.signing_key.serialize_der(),
+        ))
     }
 
     /// From DER bytes.
@@ -94,9 +106,9 @@ pub fn load_or_generate_reset_secret(dir: &Path) -> Result<[u8; 64], TransportEr
     let path = dir.join("relay-reset.key");
     if path.exists() {
         let bytes = read(&path)?;
-        return bytes
-            .try_into()
-            .map_err(|_| TransportError::Certificate(format!("{} is not 64 bytes", path.display())));
+        return bytes.try_into().map_err(|_| {
+            TransportError::Certificate(format!("{} is not 64 bytes", path.display()))
+        });
     }
     let mut secret = [0u8; 64];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
@@ -118,9 +130,14 @@ pub fn fingerprint_of(cert_der: &[u8]) -> [u8; 32] {
 
 /// Parse a fingerprint written as 64 hex characters (colons allowed, as browsers print them).
 pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], TransportError> {
-    let clean: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let clean: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     let mut out = [0u8; 32];
-    hex::decode_to_slice(&clean, &mut out).map_err(|_| TransportError::BadFingerprint(s.chars().take(100).collect()))?;
+    hex::decode_to_slice(&clean, &mut out)
+        .map_err(|_| TransportError::BadFingerprint(s.chars().take(100).collect()))?;
     Ok(out)
 }
 

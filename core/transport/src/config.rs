@@ -52,7 +52,8 @@ impl TransportLimits {
         t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
         t.receive_window(VarInt::from_u32(self.connection_receive_window));
         t.send_window(u64::from(self.connection_receive_window) * 2);
-        let idle = IdleTimeout::try_from(self.idle_timeout).map_err(|e| TransportError::Tls(e.to_string()))?;
+        let idle = IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
         t.keep_alive_interval(self.keep_alive);
         Ok(t)
@@ -67,7 +68,10 @@ pub fn endpoint_config(reset_secret: &[u8; 64]) -> quinn::EndpointConfig {
 }
 
 /// The relay's QUIC server configuration.
-pub fn server_config(cert: &RelayCertificate, limits: &TransportLimits) -> Result<quinn::ServerConfig, TransportError> {
+pub fn server_config(
+    cert: &RelayCertificate,
+    limits: &TransportLimits,
+) -> Result<quinn::ServerConfig, TransportError> {
     crate::install_crypto_provider();
     let (chain, key) = cert.rustls_parts();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -88,7 +92,10 @@ pub fn server_config(cert: &RelayCertificate, limits: &TransportLimits) -> Resul
 
 /// A device's QUIC client configuration that trusts exactly the relay certificate whose
 /// SHA-256 is `pinned` (no CA, no name check: the invite carries the fingerprint).
-pub fn client_config(pinned: [u8; 32], limits: &TransportLimits) -> Result<quinn::ClientConfig, TransportError> {
+pub fn client_config(
+    pinned: [u8; 32],
+    limits: &TransportLimits,
+) -> Result<quinn::ClientConfig, TransportError> {
     crate::install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinnedCertificate {
@@ -128,7 +135,9 @@ impl ServerCertVerifier for PinnedCertificate {
         if fingerprint_of(end_entity.as_ref()) == self.pinned {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 
@@ -138,7 +147,9 @@ impl ServerCertVerifier for PinnedCertificate {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
