@@ -161,6 +161,55 @@ async fn offline_posts_reach_parents_signatures_reach_teacher_and_survive_kill9(
             );
         }
     }
-    let _ = Arc::new(());
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_keeps_syncing_across_an_address_change() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = RelayProcess::start(&dir.path().join("relay"), "127.0.0.1:0")?;
+    let rt = tokio::runtime::Handle::current();
+    let (teacher, class, families) = setup(dir.path(), 1)?;
+    teacher.start_sync(&rt, target(&relay))?;
+    families[0].device.start_sync(&rt, target(&relay))?;
+    wait_for("both connected", T, || {
+        teacher.sync_status().connected && families[0].device.sync_status().connected
+    })
+    .await?;
+
+    // The phone moves to another network: a new local UDP socket, same QUIC connection.
+    let drops = Arc::new(DropCounter::default());
+    families[0].device.set_observer(drops.clone());
+    let before = families[0].device.local_sync_addr().unwrap();
+    families[0].device.rebind()?;
+    let after = families[0].device.local_sync_addr().unwrap();
+    assert_ne!(before.port(), after.port(), "the socket changed");
+    let posted = teacher.post_entry(class, &entry("After the move", "Still here"))?;
+    wait_for("entry arrives over the migrated path", T, || {
+        entry_count(&families[0].device, class) == 1
+    })
+    .await?;
+    let sig = families[0].device.sign(class, posted.entry)?;
+    wait_for("signature delivered over the migrated path", T, || {
+        families[0].device.delivery_state(sig).ok() == Some(DeliveryState::Delivered)
+    })
+    .await?;
+    assert!(families[0].device.sync_status().connected);
+    assert_eq!(
+        drops.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "migrated, not reconnected"
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct DropCounter(std::sync::atomic::AtomicUsize);
+
+impl homeroom_client::DeviceObserver for DropCounter {
+    fn on_event(&self, event: homeroom_client::DeviceEvent) {
+        if event == (homeroom_client::DeviceEvent::Connection { connected: false }) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }

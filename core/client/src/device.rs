@@ -551,6 +551,75 @@ impl Device {
         Ok(())
     }
 
+    /// Roll a class over to a new term (staff): a new class — a new set of documents — with the
+    /// same teachers and the families in `keep` (all families if `None`), their guardians and
+    /// devices; the old class becomes a read-only archive that points to the new one. History
+    /// stays bounded this way, and families who join the new term never see the old one.
+    pub fn roll_term(
+        &self,
+        old: ClassId,
+        new_name: &str,
+        keep: Option<&[FamilyId]>,
+    ) -> Result<ClassId, ClientError> {
+        let roster = self.roster(old)?;
+        if !roster.is_staff(&self.device_id) {
+            return Err(ClientError::Model(ModelError::NotAllowed(
+                "only teachers and admins may start a new term".into(),
+            )));
+        }
+        if roster.archived_at.is_some() {
+            return Err(ClientError::Model(ModelError::InvalidState(format!(
+                "class {old} is already archived"
+            ))));
+        }
+        let me = roster
+            .member_of(&self.device_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let new = self.create_class(new_name, &me)?;
+        let kept = |f: &FamilyId| keep.is_none_or(|k| k.contains(f));
+        self.edit(DocId::new(new, DocKind::Roster), |tx, actor, _| {
+            roster::link_previous_term(tx, old)?;
+            for fam in roster.families.values().filter(|f| kept(&f.id)) {
+                roster::add_family(tx, fam.id, &fam.name)?;
+                for (sid, name) in &fam.students {
+                    roster::add_student(tx, fam.id, *sid, name)?;
+                }
+            }
+            for m in roster.members.values() {
+                if m.removed_at.is_some() || m.family.as_ref().is_some_and(|f| !kept(f)) {
+                    continue;
+                }
+                let devices: Vec<&roster::Device> = roster
+                    .devices
+                    .values()
+                    .filter(|d| {
+                        d.member == m.id && d.revoked_at.is_none() && d.id != self.device_id
+                    })
+                    .collect();
+                if devices.is_empty() && m.roles.iter().all(|r| !r.is_staff()) {
+                    continue;
+                }
+                if roster
+                    .member_of(&self.device_id)
+                    .is_some_and(|me| me.id == m.id)
+                {
+                    continue; // the founder is already head teacher of the new class
+                }
+                let roles: Vec<Role> = m.roles.iter().copied().collect();
+                roster::add_member(tx, m.id, &m.name, &roles, m.family)?;
+                for d in devices {
+                    roster::add_device(tx, d.id, m.id, actor.now)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.edit(DocId::new(old, DocKind::Roster), |tx, actor, _| {
+            roster::archive(tx, new, actor.now)
+        })?;
+        Ok(new)
+    }
+
     /// Post a notebook entry (staff).
     pub fn post_entry(
         &self,

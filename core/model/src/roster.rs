@@ -152,6 +152,12 @@ pub struct RosterIndex {
     pub devices: HashMap<DeviceId, Device>,
     /// Families by id.
     pub families: BTreeMap<FamilyId, Family>,
+    /// When the class became a read-only archive (its term ended), if it did.
+    pub archived_at: Option<i64>,
+    /// The class that continues this one next term.
+    pub next_term: Option<ClassId>,
+    /// The class this one continues from last term.
+    pub previous_term: Option<ClassId>,
 }
 
 impl RosterIndex {
@@ -161,6 +167,9 @@ impl RosterIndex {
         let mut index = RosterIndex::default();
         let class = top_map(doc, "class")?;
         index.class_name = get_str(doc, &class, "name")?.unwrap_or_default();
+        index.archived_at = get_i64(doc, &class, "archived_at")?;
+        index.next_term = get_str(doc, &class, "next_term")?.and_then(|c| c.parse().ok());
+        index.previous_term = get_str(doc, &class, "previous_term")?.and_then(|c| c.parse().ok());
 
         let members = top_map(doc, "members")?;
         for key in keys(doc, &members) {
@@ -281,8 +290,12 @@ impl RosterIndex {
         }
     }
 
-    /// Whether `device` may write document `kind` of this class.
+    /// Whether `device` may write document `kind` of this class. Nobody writes an archived
+    /// class (a past term).
     pub fn can_write(&self, device: &DeviceId, kind: &DocKind) -> bool {
+        if self.archived_at.is_some() {
+            return false;
+        }
         let Some(m) = self.member_of(device) else {
             return false;
         };
@@ -354,6 +367,21 @@ pub fn founding_commit(nonce: &[u8; 16], now: i64) -> CommitOptions {
     CommitOptions::default()
         .with_message(format!("{FOUNDING_PREFIX}{}", hex::encode(nonce)))
         .with_time(now)
+}
+
+/// End this class's term: it becomes a read-only archive continued by `next_term`.
+pub fn archive(tx: &mut impl Transactable, next_term: ClassId, now: i64) -> Result<(), ModelError> {
+    let class = top_map(tx, "class")?;
+    tx.put(&class, "next_term", next_term.to_hex())?;
+    tx.put(&class, "archived_at", now)?;
+    Ok(())
+}
+
+/// Record that this class continues `previous` (last term's class).
+pub fn link_previous_term(tx: &mut impl Transactable, previous: ClassId) -> Result<(), ModelError> {
+    let class = top_map(tx, "class")?;
+    tx.put(&class, "previous_term", previous.to_hex())?;
+    Ok(())
 }
 
 /// Add (or overwrite) a member.

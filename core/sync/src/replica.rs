@@ -494,7 +494,16 @@ impl Replica {
                     outcome.applied.push(hash);
                 }
                 Authorization::Denied if strict && self.is_known_device(&class, &author) => {
-                    outcome.rejected.push((hash, RejectReason::NotAWriter));
+                    let archived = self
+                        .rosters
+                        .get(&class)
+                        .is_some_and(|r| r.archived_at.is_some());
+                    let reason = if archived {
+                        RejectReason::ReadOnly
+                    } else {
+                        RejectReason::NotAWriter
+                    };
+                    outcome.rejected.push((hash, reason));
                     batch_rejected.insert(hash);
                 }
                 Authorization::Denied | Authorization::Unknown => {
