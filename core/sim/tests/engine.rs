@@ -398,3 +398,19 @@ fn random_schedules_with_flaky_links_converge() {
         chaos(seed, cfg.clone(), 120);
     }
 }
+
+/// Duplicated and reordered frames inside a connection (which QUIC itself never delivers, so
+/// this is a robustness run): the engine must not panic, ack anything not on disk, or lose
+/// saved edits; once the network is clean again everything converges.
+#[test]
+fn duplicated_and_reordered_frames_do_no_harm() {
+    let cfg = NetConfig {
+        latency_ms: (5, 120),
+        duplicate_prob: 0.05,
+        reorder: true,
+        ..NetConfig::default()
+    };
+    for seed in seeds(300, 6) {
+        chaos(seed, cfg.clone(), 100);
+    }
+}
