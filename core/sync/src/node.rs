@@ -326,7 +326,14 @@ impl SyncNode {
     pub fn handle_write_done(&mut self, id: WriteId) {
         let advanced = self.replica.handle_write_done(id);
         for doc in advanced {
-            let Some(waiting) = self.awaiting_saved.remove(&doc) else {
+            // Later writes of this document (changes a session sent while this one was being
+            // written) release their own `Saved`: keep their sessions waiting until the last.
+            let waiting = if self.replica.has_changes_in_flight(&doc) {
+                self.awaiting_saved.get(&doc).cloned()
+            } else {
+                self.awaiting_saved.remove(&doc)
+            };
+            let Some(waiting) = waiting else {
                 continue;
             };
             for sid in waiting {

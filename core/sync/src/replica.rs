@@ -229,14 +229,16 @@ impl Replica {
 
     /// Drop a document from memory (relay eviction). Durable state stays on disk.
     pub fn evict(&mut self, id: &DocId) {
-        if id.kind != DocKind::Roster
-            && !self
-                .in_flight
-                .iter()
-                .any(|w| w.heads.iter().any(|(d, _)| d == id))
-        {
+        if id.kind != DocKind::Roster && !self.has_changes_in_flight(id) {
             self.docs.remove(id);
         }
+    }
+
+    /// Whether a handed-out write carrying changes of `id` is not yet durable.
+    pub(crate) fn has_changes_in_flight(&self, id: &DocId) -> bool {
+        self.in_flight
+            .iter()
+            .any(|w| w.heads.iter().any(|(d, _)| d == id))
     }
 
     pub(crate) fn doc_state(&mut self, id: &DocId) -> Result<&mut DocState, SyncError> {

@@ -98,29 +98,6 @@ impl RelayCertificate {
     }
 }
 
-/// The relay's stateless-reset secret, kept beside its certificate. With the same secret after a
-/// restart, the relay answers packets of connections it lost (crash, kill -9) with stateless
-/// resets the devices recognise, so they reconnect at once instead of waiting for an idle
-/// timeout.
-pub fn load_or_generate_reset_secret(dir: &Path) -> Result<[u8; 64], TransportError> {
-    let path = dir.join("relay-reset.key");
-    if path.exists() {
-        let bytes = read(&path)?;
-        return bytes.try_into().map_err(|_| {
-            TransportError::Certificate(format!("{} is not 64 bytes", path.display()))
-        });
-    }
-    let mut secret = [0u8; 64];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-        .map_err(|_| TransportError::Certificate("system random source failed".into()))?;
-    fs::create_dir_all(dir).map_err(|source| TransportError::CertificateFile {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    write_private(&path, &secret)?;
-    Ok(secret)
-}
-
 /// SHA-256 of a DER certificate.
 pub fn fingerprint_of(cert_der: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];

@@ -60,13 +60,6 @@ impl TransportLimits {
     }
 }
 
-/// The relay's endpoint configuration with a persistent stateless-reset key (see
-/// [`crate::load_or_generate_reset_secret`]).
-pub fn endpoint_config(reset_secret: &[u8; 64]) -> quinn::EndpointConfig {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_secret);
-    quinn::EndpointConfig::new(Arc::new(key))
-}
-
 /// The relay's QUIC server configuration.
 pub fn server_config(
     cert: &RelayCertificate,

@@ -13,10 +13,8 @@ mod config;
 mod error;
 mod framed;
 
-pub use certificate::{
-    RelayCertificate, fingerprint_of, load_or_generate_reset_secret, parse_fingerprint,
-};
-pub use config::{TransportLimits, client_config, endpoint_config, server_config};
+pub use certificate::{RelayCertificate, fingerprint_of, parse_fingerprint};
+pub use config::{TransportLimits, client_config, server_config};
 pub use error::TransportError;
 pub use framed::{FramedRecv, FramedSend, exporter};
 
