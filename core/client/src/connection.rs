@@ -121,10 +121,21 @@ impl Device {
         let bind = SocketAddr::new(local.ip(), 0);
         let socket = std::net::UdpSocket::bind(bind)
             .map_err(|source| TransportError::Bind { addr: bind, source })?;
-        h.endpoint.rebind(socket).map_err(|source| ClientError::Io {
-            path: "udp socket".into(),
-            source,
-        })
+        h.endpoint
+            .rebind(socket)
+            .map_err(|source| ClientError::Io {
+                path: "udp socket".into(),
+                source,
+            })?;
+        drop(slot);
+        // Send something now so the relay validates the new path at once, instead of at the
+        // next keep-alive.
+        let mut g = self.lock();
+        let sids: Vec<homeroom_sync::SessionId> = g.outbound.keys().copied().collect();
+        for sid in sids {
+            g.node.refresh(sid)?;
+        }
+        g.pump()
     }
 
     /// The local UDP address sync uses (tests and diagnostics).

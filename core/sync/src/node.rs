@@ -1245,6 +1245,33 @@ impl SyncNode {
         Ok(())
     }
 
+    /// Re-check every roster this session follows with a fresh sync exchange. The peer always
+    /// answers, so traffic flows at once — e.g. after the device moved to a new network path,
+    /// so the relay learns the new address now rather than at the next keep-alive.
+    pub fn refresh(&mut self, sid: SessionId) -> Result<(), SyncError> {
+        let rosters: Vec<DocId> = self
+            .sessions
+            .get(&sid)
+            .map(|s| {
+                s.classes
+                    .iter()
+                    .map(|c| DocId::new(*c, DocKind::Roster))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for doc in rosters {
+            if let Some(pd) = self
+                .sessions
+                .get_mut(&sid)
+                .and_then(|s| s.docs.get_mut(&doc))
+            {
+                pd.state = sync::State::new();
+            }
+            self.generate(sid, &doc)?;
+        }
+        Ok(())
+    }
+
     /// Read a document as this node currently holds it.
     pub fn document(&mut self, doc: &DocId) -> Result<&Automerge, SyncError> {
         self.replica.document(doc)
