@@ -414,3 +414,31 @@ fn duplicated_and_reordered_frames_do_no_harm() {
         chaos(seed, cfg.clone(), 100);
     }
 }
+
+/// Regression (found by the relay load bench): a class founded while connected, with edits made
+/// before the relay has accepted its roster, must be delivered without a reconnect.
+#[test]
+fn a_class_founded_while_connected_delivers_its_first_edits() {
+    for seed in seeds(400, 10) {
+        let mut sim = Sim::new(seed, NetConfig::default());
+        let relay = sim.add_relay();
+        let teacher = sim.add_device();
+        assert!(sim.connect(teacher, relay));
+        sim.run_until_quiet(10_000);
+        let nonce = sim.nonce();
+        let now = sim.now();
+        let class = sim
+            .node(teacher)
+            .found_class(nonce, "Class 1A", MemberId([1; 8]), "Mr Ng", now)
+            .unwrap();
+        sim.settle(teacher);
+        post(&mut sim, teacher, class, "first");
+        post(&mut sim, teacher, class, "second");
+        assert!(sim.run_until_quiet(60_000), "seed {seed}: not quiet");
+        let notebook = DocId::new(class, DocKind::Notebook);
+        assert!(has_key(&mut sim, relay, &notebook, "entries", "second"), "seed {seed}: relay lacks the post");
+        let pending = sim.node(teacher).replica().undelivered();
+        assert!(pending.is_empty(), "seed {seed}: still pending on a live connection: {pending:?}");
+        assert!(sim.is_connected(teacher), "seed {seed}: delivered without a reconnect");
+    }
+}

@@ -674,6 +674,14 @@ impl SyncNode {
                 if heads_digest(&heads) == dd.digest {
                     self.replica.mark_all_delivered(&doc)?;
                 } else {
+                    // The relay says we differ: whatever was in flight was lost or refused.
+                    if let Some(pd) = self
+                        .sessions
+                        .get_mut(&sid)
+                        .and_then(|s| s.docs.get_mut(&doc))
+                    {
+                        pd.state.in_flight = false;
+                    }
                     self.generate(sid, &doc)?;
                 }
             }
@@ -686,9 +694,7 @@ impl SyncNode {
             let roster_id = DocId::new(class, DocKind::Roster);
             let founder = roster::founding_of(self.replica.document(&roster_id)?).map(|(d, _)| d);
             if founder == Some(device) {
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.classes.insert(class);
-                }
+                // Not yet in `classes`: only the roster syncs until the relay lists the class.
                 self.class_sessions.entry(class).or_default().insert(sid);
                 self.generate(sid, &roster_id)?;
             }
@@ -911,6 +917,16 @@ impl SyncNode {
     /// Generate and queue the next sync message for `doc` to session `sid`, if any.
     fn generate(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
         match self.sessions.get(&sid) {
+            // A device syncs a class's other documents only once the relay has listed the
+            // class: before that the relay would answer "no such document" and the
+            // document's sync would wait for a reply that never comes.
+            Some(s)
+                if s.side == Side::Device
+                    && doc.kind != DocKind::Roster
+                    && !s.classes.contains(&doc.class) =>
+            {
+                return Ok(());
+            }
             Some(s) if s.phase == Phase::Established => {}
             _ => return Ok(()),
         }
@@ -1208,9 +1224,7 @@ impl SyncNode {
             .map(|(id, _)| *id)
             .collect();
         for sid in sids {
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                s.classes.insert(class);
-            }
+            // Only the roster syncs until the relay lists the class in a catalog.
             self.class_sessions.entry(class).or_default().insert(sid);
             self.generate(sid, &roster_id)?;
         }
@@ -1234,9 +1248,6 @@ impl SyncNode {
             .map(|(id, _)| *id)
             .collect();
         for sid in sids {
-            if let Some(s) = self.sessions.get_mut(&sid) {
-                s.classes.insert(class);
-            }
             self.class_sessions.entry(class).or_default().insert(sid);
             for doc in &docs {
                 self.generate(sid, doc)?;
