@@ -57,8 +57,15 @@ impl Cfg {
                 w2_levels: vec![2, 5],
                 w2_parent_budget: 20,
                 w2_secs: 3,
-                w6_target: 200,
-                w6_budget: Duration::from_secs(20),
+                w6_target: std::env::var("HOMEROOM_BENCH_W6")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(200),
+                w6_budget: Duration::from_secs(if std::env::var_os("HOMEROOM_BENCH_W6").is_some() {
+                    420
+                } else {
+                    20
+                }),
             }
         } else {
             let w2_levels = std::env::var("HOMEROOM_BENCH_W2")
