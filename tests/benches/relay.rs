@@ -61,11 +61,13 @@ impl Cfg {
                     .ok()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(200),
-                w6_budget: Duration::from_secs(if std::env::var_os("HOMEROOM_BENCH_W6").is_some() {
-                    420
-                } else {
-                    20
-                }),
+                w6_budget: Duration::from_secs(
+                    if std::env::var_os("HOMEROOM_BENCH_W6").is_some() {
+                        420
+                    } else {
+                        20
+                    },
+                ),
             }
         } else {
             let w2_levels = std::env::var("HOMEROOM_BENCH_W2")
@@ -136,9 +138,15 @@ impl Relay {
     /// The last warning/error lines of the relay's log (for failure messages).
     fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let bad: Vec<&str> = s.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+        let bad: Vec<&str> = s
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
         let n = bad.len();
-        format!("relay log: {n} warn/error lines; last: {}", bad[n.saturating_sub(5)..].join(" | "))
+        format!(
+            "relay log: {n} warn/error lines; last: {}",
+            bad[n.saturating_sub(5)..].join(" | ")
+        )
     }
 
     fn start(data_dir: &Path, config: Option<&str>) -> Result<Self> {
@@ -164,8 +172,14 @@ impl Relay {
         let mut child = cmd.spawn().context("spawning homeroom-relay")?;
         let (tx, rx) = mpsc::channel::<String>();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -246,7 +260,10 @@ impl Relay {
     fn cpu_secs(&self) -> f64 {
         let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
         let after = s.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
-        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
         if f.len() < 13 {
             return 0.0;
         }
@@ -389,7 +406,13 @@ fn enroll(teacher: &Device, class: ClassId, keys: &[DeviceId]) -> Result<()> {
             let fam = ids.family_id();
             roster::add_family(tx, fam, &format!("Family {i}"))?;
             let member = ids.member_id();
-            roster::add_member(tx, member, &format!("Parent {i}"), &[Role::Guardian], Some(fam))?;
+            roster::add_member(
+                tx,
+                member,
+                &format!("Parent {i}"),
+                &[Role::Guardian],
+                Some(fam),
+            )?;
             roster::add_device(tx, *key, member, actor.now)?;
         }
         Ok(())
@@ -419,19 +442,31 @@ struct W1 {
     usage: Usage,
 }
 
-fn w1(rt: &tokio::runtime::Runtime, relay: &Relay, dir: &Path, posts: usize) -> Result<(W1, Class)> {
+fn w1(
+    rt: &tokio::runtime::Runtime,
+    relay: &Relay,
+    dir: &Path,
+    posts: usize,
+) -> Result<(W1, Class)> {
     let class = make_class(dir, "W1 class", PARENTS)?;
     let (tx, rx) = mpsc::channel();
     for (i, p) in class.parents.iter().enumerate() {
-        p.set_observer(Arc::new(Obs { idx: i, tx: tx.clone() }));
+        p.set_observer(Arc::new(Obs {
+            idx: i,
+            tx: tx.clone(),
+        }));
     }
     class.teacher.start_sync(rt.handle(), relay.target())?;
-    wait_until("W1 teacher delivered", T, || class.teacher.sync_status().pending == 0)?;
+    wait_until("W1 teacher delivered", T, || {
+        class.teacher.sync_status().pending == 0
+    })?;
     for p in &class.parents {
         p.start_sync(rt.handle(), relay.target())?;
     }
     for p in &class.parents {
-        wait_until("W1 parent has the class", T, || p.notebook(class.id).is_ok())?;
+        wait_until("W1 parent has the class", T, || {
+            p.notebook(class.id).is_ok()
+        })?;
     }
     std::thread::sleep(Duration::from_millis(300));
     while rx.try_recv().is_ok() {}
@@ -443,16 +478,22 @@ fn w1(rt: &tokio::runtime::Runtime, relay: &Relay, dir: &Path, posts: usize) -> 
     for k in 1..=posts {
         while rx.try_recv().is_ok() {}
         let t0 = Instant::now();
-        class.teacher.post_entry(class.id, &entry(&format!("Post {k}")))?;
+        class
+            .teacher
+            .post_entry(class.id, &entry(&format!("Post {k}")))?;
         local.push(t0.elapsed());
         let mut done = vec![false; class.parents.len()];
         let mut left = done.len();
         let mut last = t0;
         let mut earliest: Option<Instant> = None;
         while left > 0 {
-            let (i, ev, at) = rx
-                .recv_timeout(Duration::from_secs(10))
-                .map_err(|_| anyhow!("W1 post {k}: only {} of {} parents received it within 10 s", done.len() - left, done.len()))?;
+            let (i, ev, at) = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+                anyhow!(
+                    "W1 post {k}: only {} of {} parents received it within 10 s",
+                    done.len() - left,
+                    done.len()
+                )
+            })?;
             if done[i] || !matches!(ev, DeviceEvent::ClassChanged(_)) {
                 continue;
             }
@@ -499,13 +540,23 @@ struct W2 {
     stuck_writers: usize,
 }
 
-fn w2(rt: &tokio::runtime::Runtime, base: &Path, n: usize, parents: usize, secs: u64) -> Result<W2> {
+fn w2(
+    rt: &tokio::runtime::Runtime,
+    base: &Path,
+    n: usize,
+    parents: usize,
+    secs: u64,
+) -> Result<W2> {
     let setup_t = Instant::now();
     let relay = Relay::start(&base.join("relay"), None)?;
     let mut classes = Vec::with_capacity(n);
     let mut chans = Vec::with_capacity(n);
     for c in 0..n {
-        let class = make_class(&base.join(format!("class{c}")), &format!("W2 class {c}"), parents)?;
+        let class = make_class(
+            &base.join(format!("class{c}")),
+            &format!("W2 class {c}"),
+            parents,
+        )?;
         let (tx, rx) = mpsc::channel();
         class.teacher.set_observer(Arc::new(Obs { idx: c, tx }));
         classes.push(class);
@@ -524,12 +575,24 @@ fn w2(rt: &tokio::runtime::Runtime, base: &Path, n: usize, parents: usize, secs:
     let mut kicked = 0;
     let mut excluded = vec![false; classes.len()];
     for (i, c) in classes.iter().enumerate() {
-        if wait_until("W2 teacher delivered", setup_wait, || c.teacher.sync_status().pending == 0).is_err() {
+        if wait_until("W2 teacher delivered", setup_wait, || {
+            c.teacher.sync_status().pending == 0
+        })
+        .is_err()
+        {
             kicked += 1;
-            eprintln!("W2 {n}: teacher {i} stuck with {:?}; reconnecting it; {}", c.teacher.sync_status(), relay.log_tail());
+            eprintln!(
+                "W2 {n}: teacher {i} stuck with {:?}; reconnecting it; {}",
+                c.teacher.sync_status(),
+                relay.log_tail()
+            );
             rt.block_on(c.teacher.stop_sync());
             c.teacher.start_sync(rt.handle(), relay.target())?;
-            if wait_until("W2 teacher delivered", setup_wait, || c.teacher.sync_status().pending == 0).is_err() {
+            if wait_until("W2 teacher delivered", setup_wait, || {
+                c.teacher.sync_status().pending == 0
+            })
+            .is_err()
+            {
                 eprintln!("W2 {n}: teacher {i} still stuck after a reconnect; excluded");
                 excluded[i] = true;
             }
@@ -538,7 +601,11 @@ fn w2(rt: &tokio::runtime::Runtime, base: &Path, n: usize, parents: usize, secs:
     let mut parents_missing = 0;
     for c in &classes {
         for p in &c.parents {
-            if wait_until("W2 parent has the class", setup_wait, || p.notebook(c.id).is_ok()).is_err() {
+            if wait_until("W2 parent has the class", setup_wait, || {
+                p.notebook(c.id).is_ok()
+            })
+            .is_err()
+            {
                 parents_missing += 1;
             }
         }
@@ -637,12 +704,24 @@ struct Recon {
     seq: Vec<String>,
 }
 
-async fn reconnect(ep: &quinn::Endpoint, relay_addr: SocketAddr, fp: [u8; 32], dir: &Path) -> Result<Recon> {
+async fn reconnect(
+    ep: &quinn::Endpoint,
+    relay_addr: SocketAddr,
+    fp: [u8; 32],
+    dir: &Path,
+) -> Result<Recon> {
     let path = dir.join("device.sqlite3");
     let mut writer = Store::open(&path)?;
-    let ident = writer.identity()?.ok_or_else(|| anyhow!("no identity in {}", path.display()))?;
+    let ident = writer
+        .identity()?
+        .ok_or_else(|| anyhow!("no identity in {}", path.display()))?;
     let reader = Store::open(&path)?;
-    let replica = Replica::device(ident.device_key(), ident.actor_suffix, Box::new(reader), Limits::default())?;
+    let replica = Replica::device(
+        ident.device_key(),
+        ident.actor_suffix,
+        Box::new(reader),
+        Limits::default(),
+    )?;
     let mut node = SyncNode::new(replica);
     let mut by_doc: HashMap<DocId, Vec<_>> = HashMap::new();
     for (doc, hash) in writer.undelivered(None)? {
@@ -653,9 +732,12 @@ async fn reconnect(ep: &quinn::Endpoint, relay_addr: SocketAddr, fp: [u8; 32], d
     }
 
     let t0 = Instant::now();
-    let conn = tokio::time::timeout(Duration::from_secs(10), ep.connect(relay_addr, "homeroom-relay")?)
-        .await
-        .context("QUIC handshake timed out")??;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(relay_addr, "homeroom-relay")?,
+    )
+    .await
+    .context("QUIC handshake timed out")??;
     let (s, r) = conn.open_bi().await?;
     let mut send = FramedSend::new(s, DEFAULT_MAX_FRAME);
     let mut recv = FramedRecv::new(r, DEFAULT_MAX_FRAME);
@@ -739,10 +821,16 @@ struct W4 {
 }
 
 fn w4(rt: &tokio::runtime::Runtime, relay: &Relay, class: Class) -> Result<W4> {
-    let all: Vec<&Device> = std::iter::once(&class.teacher).chain(class.parents.iter()).collect();
+    let all: Vec<&Device> = std::iter::once(&class.teacher)
+        .chain(class.parents.iter())
+        .collect();
     stop_all(rt, &all);
     let teacher_dir = class.teacher.data_dir().to_path_buf();
-    let parent_dirs: Vec<PathBuf> = class.parents.iter().map(|p| p.data_dir().to_path_buf()).collect();
+    let parent_dirs: Vec<PathBuf> = class
+        .parents
+        .iter()
+        .map(|p| p.data_dir().to_path_buf())
+        .collect();
     drop(all);
     drop(class);
     std::thread::sleep(Duration::from_millis(300));
@@ -799,16 +887,21 @@ async fn idle_device(
             Limits::default(),
         )?;
         let mut node = SyncNode::new(replica);
-        let conn = tokio::time::timeout(Duration::from_secs(20), ep.connect(addr, "homeroom-relay")?)
-            .await
-            .context("QUIC handshake timed out")??;
+        let conn =
+            tokio::time::timeout(Duration::from_secs(20), ep.connect(addr, "homeroom-relay")?)
+                .await
+                .context("QUIC handshake timed out")??;
         let (s, r) = conn.open_bi().await?;
         let mut send = FramedSend::new(s, DEFAULT_MAX_FRAME);
         let mut recv = FramedRecv::new(r, DEFAULT_MAX_FRAME);
         let sid = node.connect(now_ms(), exporter(&conn)?, fp)?;
         let mut welcomed = false;
         loop {
-            while node.poll_write().map(|w| node.handle_write_done(w.id)).is_some() {}
+            while node
+                .poll_write()
+                .map(|w| node.handle_write_done(w.id))
+                .is_some()
+            {}
             while let Some((_, m)) = node.poll_transmit() {
                 send.send(&m).await?;
             }
@@ -816,7 +909,11 @@ async fn idle_device(
                 bail!("engine closed the session: {reason}");
             }
             while node.poll_event().is_some() {}
-            let wait = if welcomed { Duration::from_millis(300) } else { Duration::from_secs(20) };
+            let wait = if welcomed {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(20)
+            };
             match tokio::time::timeout(wait, recv.recv()).await {
                 Err(_) if welcomed => break,
                 Err(_) => bail!("no Welcome within 20 s"),
@@ -855,7 +952,10 @@ async fn idle_device(
 fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration) -> Result<W6> {
     let config = format!("max_connections = {}\n", target + 500);
     let relay = Relay::start(&base.join("relay"), Some(&config))?;
-    let run: [u8; 16] = *blake3::hash(format!("{:?}", SystemTime::now()).as_bytes()).as_bytes().first_chunk().unwrap();
+    let run: [u8; 16] = *blake3::hash(format!("{:?}", SystemTime::now()).as_bytes())
+        .as_bytes()
+        .first_chunk()
+        .unwrap();
     let secret = |i: usize| -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         h.update(&run);
@@ -884,12 +984,21 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
     }
     for t in &teachers {
         // Same anomaly as in W2: an edit can stay pending on a live session; reconnect once.
-        if wait_until("W6 rosters delivered", Duration::from_secs(30), || t.sync_status().pending == 0).is_err() {
-            eprintln!("W6: a teacher is stuck with {:?}; reconnecting it", t.sync_status());
+        if wait_until("W6 rosters delivered", Duration::from_secs(30), || {
+            t.sync_status().pending == 0
+        })
+        .is_err()
+        {
+            eprintln!(
+                "W6: a teacher is stuck with {:?}; reconnecting it",
+                t.sync_status()
+            );
             rt.block_on(t.stop_sync());
             t.start_sync(rt.handle(), relay.target())?;
-            wait_until("W6 rosters delivered", Duration::from_secs(60), || t.sync_status().pending == 0)
-                .map_err(|e| anyhow!("{e}; {:?}; {}", t.sync_status(), relay.log_tail()))?;
+            wait_until("W6 rosters delivered", Duration::from_secs(60), || {
+                t.sync_status().pending == 0
+            })
+            .map_err(|e| anyhow!("{e}; {:?}; {}", t.sync_status(), relay.log_tail()))?;
         }
     }
     stop_all(rt, &teachers.iter().collect::<Vec<_>>());
@@ -919,8 +1028,16 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
             }
             let permit = sem.clone().acquire_owned().await?;
             let (rtx, rrx) = tokio::sync::oneshot::channel();
-            tokio::spawn(idle_device(ep.clone(), addr, fp, secret(i), stop_rx.clone(), rtx));
-            let (connected, failed, first_error) = (connected.clone(), failed.clone(), first_error.clone());
+            tokio::spawn(idle_device(
+                ep.clone(),
+                addr,
+                fp,
+                secret(i),
+                stop_rx.clone(),
+                rtx,
+            ));
+            let (connected, failed, first_error) =
+                (connected.clone(), failed.clone(), first_error.clone());
             tokio::spawn(async move {
                 match rrx.await {
                     Ok(Ok(())) => {
@@ -928,7 +1045,10 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
                     }
                     Ok(Err(e)) => {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        first_error.lock().unwrap().get_or_insert_with(|| format!("{e:#}"));
+                        first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert_with(|| format!("{e:#}"));
                     }
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -1001,7 +1121,13 @@ fn main() -> Result<()> {
     let mut w2s = Vec::new();
     for &n in &cfg.w2_levels {
         let parents = (cfg.w2_parent_budget / n).clamp(2, PARENTS);
-        let r = w2(&rt, &tmp.path().join(format!("w2-{n}")), n, parents, cfg.w2_secs)?;
+        let r = w2(
+            &rt,
+            &tmp.path().join(format!("w2-{n}")),
+            n,
+            parents,
+            cfg.w2_secs,
+        )?;
         eprintln!("W2 {n} classes done in {:?}", total.elapsed());
         w2s.push(r);
     }
@@ -1011,10 +1137,19 @@ fn main() -> Result<()> {
 
     // ---- Report
     println!();
-    println!("Relay at start (empty, idle): RSS {:.1} MiB", idle0.rss as f64 / 1024.0);
+    println!(
+        "Relay at start (empty, idle): RSS {:.1} MiB",
+        idle0.rss as f64 / 1024.0
+    );
     println!();
-    println!("W1 — teacher posts → all {PARENTS} parents have it ({} posts, 1 class, 31 real Devices)", w1r.lat.len());
-    println!("  {:<44} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "W1 — teacher posts → all {PARENTS} parents have it ({} posts, 1 class, 31 real Devices)",
+        w1r.lat.len()
+    );
+    println!(
+        "  {:<44} {:>9} {:>9} {:>9}",
+        "", "p50 ms", "p99 ms", "max ms"
+    );
     println!(
         "  {:<44} {:>9.2} {:>9.2} {:>9.2}",
         "post → last of 30 parents has it",
@@ -1041,10 +1176,21 @@ fn main() -> Result<()> {
         w1r.usage.rss_mib, w1r.usage.hwm_mib, w1r.usage.cpu_s, w1r.usage.cpu_pct
     );
     println!();
-    println!("W2 — sustained durable edits (closed loop: each teacher posts, waits for Delivered, repeats)");
+    println!(
+        "W2 — sustained durable edits (closed loop: each teacher posts, waits for Delivered, repeats)"
+    );
     println!(
         "  {:>7} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "classes", "parents/c", "edits", "edits/s", "p50 ms", "p99 ms", "RSS MiB", "HWM MiB", "CPU s", "CPU %"
+        "classes",
+        "parents/c",
+        "edits",
+        "edits/s",
+        "p50 ms",
+        "p99 ms",
+        "RSS MiB",
+        "HWM MiB",
+        "CPU s",
+        "CPU %"
     );
     for r in &w2s {
         println!(
@@ -1083,11 +1229,23 @@ fn main() -> Result<()> {
     let mut p_udp: Vec<u64> = w4r.parents.iter().map(|r| r.udp_tx + r.udp_rx).collect();
     let p_rtt_max = w4r.parents.iter().map(|r| r.rtts).max().unwrap_or(0);
     let p_rtt_min = w4r.parents.iter().map(|r| r.rtts).min().unwrap_or(0);
-    let class_app: u64 = w4r.parents.iter().chain(std::iter::once(&w4r.teacher)).map(|r| r.app_tx + r.app_rx).sum();
-    let class_udp: u64 = w4r.parents.iter().chain(std::iter::once(&w4r.teacher)).map(|r| r.udp_tx + r.udp_rx).sum();
+    let class_app: u64 = w4r
+        .parents
+        .iter()
+        .chain(std::iter::once(&w4r.teacher))
+        .map(|r| r.app_tx + r.app_rx)
+        .sum();
+    let class_udp: u64 = w4r
+        .parents
+        .iter()
+        .chain(std::iter::once(&w4r.teacher))
+        .map(|r| r.udp_tx + r.udp_rx)
+        .sum();
     let mut quiet: Vec<Duration> = w4r.parents.iter().map(|r| r.to_quiet).collect();
     quiet.sort();
-    println!("W4 — idle reconnect of the W1 class (each device reopened from its own store, hand-driven SyncNode)");
+    println!(
+        "W4 — idle reconnect of the W1 class (each device reopened from its own store, hand-driven SyncNode)"
+    );
     println!(
         "  {:<22} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>11}",
         "device", "app→", "app←", "UDP→", "UDP←", "RTs", "ms", "dgrams/MTU"
@@ -1133,7 +1291,9 @@ fn main() -> Result<()> {
         w4r.usage.rss_mib, w4r.usage.cpu_s
     );
     println!();
-    println!("W6 — idle connected devices (SyncNode over MemorySource, one shared client endpoint)");
+    println!(
+        "W6 — idle connected devices (SyncNode over MemorySource, one shared client endpoint)"
+    );
     println!(
         "  target {}, connected {}, failed {}, stopped because: {}",
         w6r.target, w6r.connected, w6r.failed, w6r.stop_reason
@@ -1155,7 +1315,13 @@ fn main() -> Result<()> {
     };
     println!(
         "  relay RSS: {:.1} MiB before devices → {:.1} MiB with {} idle (HWM {:.1} MiB), ≈{:.1} KiB per device; CPU while connecting {:.1} s; idle CPU {:.1}%",
-        w6r.base_rss_mib, w6r.usage.rss_mib, w6r.connected, w6r.usage.hwm_mib, per_dev_kib, w6r.usage.cpu_s, w6r.idle_cpu_pct
+        w6r.base_rss_mib,
+        w6r.usage.rss_mib,
+        w6r.connected,
+        w6r.usage.hwm_mib,
+        per_dev_kib,
+        w6r.usage.cpu_s,
+        w6r.idle_cpu_pct
     );
     println!();
     println!("Targets:");
@@ -1197,7 +1363,11 @@ fn main() -> Result<()> {
         w6r.usage.rss_mib,
         w6r.connected,
         if w6r.connected < w6r.target && w6r.connected > 0 {
-            format!("; linear extrapolation to {}: {:.0} MiB", w6r.target, w6r.base_rss_mib + per_dev_kib * w6r.target as f64 / 1024.0)
+            format!(
+                "; linear extrapolation to {}: {:.0} MiB",
+                w6r.target,
+                w6r.base_rss_mib + per_dev_kib * w6r.target as f64 / 1024.0
+            )
         } else {
             String::new()
         }

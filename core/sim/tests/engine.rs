@@ -436,9 +436,18 @@ fn a_class_founded_while_connected_delivers_its_first_edits() {
         post(&mut sim, teacher, class, "second");
         assert!(sim.run_until_quiet(60_000), "seed {seed}: not quiet");
         let notebook = DocId::new(class, DocKind::Notebook);
-        assert!(has_key(&mut sim, relay, &notebook, "entries", "second"), "seed {seed}: relay lacks the post");
+        assert!(
+            has_key(&mut sim, relay, &notebook, "entries", "second"),
+            "seed {seed}: relay lacks the post"
+        );
         let pending = sim.node(teacher).replica().undelivered();
-        assert!(pending.is_empty(), "seed {seed}: still pending on a live connection: {pending:?}");
-        assert!(sim.is_connected(teacher), "seed {seed}: delivered without a reconnect");
+        assert!(
+            pending.is_empty(),
+            "seed {seed}: still pending on a live connection: {pending:?}"
+        );
+        assert!(
+            sim.is_connected(teacher),
+            "seed {seed}: delivered without a reconnect"
+        );
     }
 }
