@@ -15,7 +15,7 @@ use homeroom_core::{
 };
 use homeroom_protocol::Message;
 use homeroom_store::{NodeIdentity, Store};
-use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, SyncNode};
+use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, SyncNode, WriteKind};
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
@@ -111,7 +111,22 @@ impl Inner {
             }
             if !writes.is_empty() {
                 progressed = true;
-                self.store.apply_writes(&writes)?;
+                // This device's own edits are fsynced before anything reports them saved.
+                // Changes received from the relay are already durable there: commit them
+                // without an fsync (a power cut may lose them here; they are fetched again).
+                let me = self.node.replica().device_id();
+                let own = writes.iter().any(|w| match &w.kind {
+                    WriteKind::Changes { changes, .. } => {
+                        changes.iter().any(|(_, c)| Some(c.author) == me)
+                    }
+                    WriteKind::Rejected { .. } => true,
+                    _ => false,
+                });
+                if own {
+                    self.store.apply_writes(&writes)?;
+                } else {
+                    self.store.apply_received_writes(&writes)?;
+                }
                 for w in &writes {
                     self.node.handle_write_done(w.id);
                 }

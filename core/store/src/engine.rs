@@ -51,6 +51,19 @@ impl DocSource for Store {
 }
 
 impl Store {
+    /// Like [`Store::apply_writes`] for writes that hold **only changes received from a peer**
+    /// (plus sync states): they are committed without an fsync (`synchronous=NORMAL`; WAL keeps
+    /// the file consistent, a power cut may drop the last such commits). Use it only on a device
+    /// and only when every change in `writes` is already durable elsewhere — the relay
+    /// acknowledged it — so losing it locally costs a re-fetch, never data. Local edits and
+    /// everything on a relay go through `apply_writes` (fsync before return).
+    pub fn apply_received_writes(&mut self, writes: &[StorageWrite]) -> Result<(), StoreError> {
+        self.set_fsync_on_commit(false)?;
+        let result = self.apply_writes(writes);
+        let restored = self.set_fsync_on_commit(true);
+        result.and(restored)
+    }
+
     /// Perform the engine's storage writes. Changes, heads and sync states of all `writes` go
     /// into **one** transaction (one fsync): when this returns `Ok`, every one of them is on
     /// disk and the caller may report each write done to the engine.

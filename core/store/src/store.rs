@@ -275,6 +275,15 @@ impl Store {
         Ok(store)
     }
 
+    /// Whether commits fsync (`synchronous=FULL`, the default) or not (`NORMAL`). Only
+    /// [`Store::apply_received_writes`] turns it off, for one batch.
+    pub(crate) fn set_fsync_on_commit(&self, fsync: bool) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.conn
+            .pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
+            .map_err(sql(&path, "set synchronous", None))
+    }
+
     /// The file this store lives in (`":memory:"` for in-memory stores).
     pub fn path(&self) -> &Path {
         &self.path

@@ -81,3 +81,19 @@ fn hash_lists_round_trip_sorted() {
         vec![ChangeHash([1; 32]), ChangeHash([9; 32])]
     );
 }
+
+#[test]
+fn received_writes_skip_fsync_for_one_batch_only() {
+    let (_dir, mut store) = file_store();
+    let sync = |s: &Store| -> i64 {
+        s.connection()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    };
+    store.apply_received_writes(&[]).unwrap();
+    assert_eq!(sync(&store), 2, "back to FULL after a received batch");
+    store.set_fsync_on_commit(false).unwrap();
+    assert_eq!(sync(&store), 1, "NORMAL while relaxed");
+    store.set_fsync_on_commit(true).unwrap();
+    assert_eq!(sync(&store), 2);
+}
