@@ -149,7 +149,7 @@ impl Inner {
                 break;
             }
         }
-        self.status.pending = self.node.replica().undelivered().len();
+        self.status.pending = self.node.replica().undelivered_count();
         Ok(())
     }
 
@@ -345,7 +345,7 @@ impl Device {
         for (doc, hashes) in by_doc {
             node.replica_mut().set_undelivered(&doc, hashes)?;
         }
-        let pending = node.replica().undelivered().len();
+        let pending = node.replica().undelivered_count();
         let inner = Inner {
             node,
             store,
@@ -451,7 +451,7 @@ impl Device {
             let actor = Actor::new(roster, device, now);
             f(tx, &actor, ids)
         });
-        let r = map_edit_error(doc.class, r)?;
+        let r = map_edit_error(r)?;
         g.pump()?;
         Ok(r)
     }
@@ -475,7 +475,7 @@ impl Device {
             let actor = Actor::new(roster, device, now);
             f(tx, other, &actor, ids)
         });
-        let r = map_edit_error(doc.class, r)?;
+        let r = map_edit_error(r)?;
         g.pump()?;
         Ok(r)
     }
@@ -790,10 +790,7 @@ impl Device {
     }
 }
 
-fn map_edit_error<T>(
-    class: ClassId,
-    r: Result<T, homeroom_sync::SyncError>,
-) -> Result<T, ClientError> {
+fn map_edit_error<T>(r: Result<T, homeroom_sync::SyncError>) -> Result<T, ClientError> {
     match r {
         Ok(v) => Ok(v),
         Err(homeroom_sync::SyncError::UnknownClass(c)) => Err(ClientError::UnknownClass(c)),
@@ -801,9 +798,6 @@ fn map_edit_error<T>(
             Err(ClientError::Model(ModelError::NotAllowed(reason)))
         }
         Err(homeroom_sync::SyncError::Model(m)) => Err(ClientError::Model(m)),
-        Err(e) => {
-            let _ = class;
-            Err(ClientError::from(e))
-        }
+        Err(e) => Err(ClientError::from(e)),
     }
 }

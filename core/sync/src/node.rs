@@ -562,26 +562,7 @@ impl SyncNode {
             classes.iter().map(|c| (c.class, c.digest)).collect();
         let mut catalog = Vec::with_capacity(enrolled.len());
         for class in &enrolled {
-            let digests = self.doc_digests(*class, &device)?;
-            let digest = class_digest(&digests);
-            let docs = if theirs.get(class) == Some(&digest) {
-                None
-            } else {
-                Some(
-                    digests
-                        .iter()
-                        .map(|(d, g)| DocDigest {
-                            kind: d.kind,
-                            digest: *g,
-                        })
-                        .collect(),
-                )
-            };
-            catalog.push(ClassCatalog {
-                class: *class,
-                digest,
-                docs,
-            });
+            catalog.push(self.class_catalog(*class, &device, theirs.get(class))?);
         }
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.peer = device;
@@ -610,6 +591,32 @@ impl SyncNode {
             self.push_not_yet_durable(sid, *class, &device)?;
         }
         Ok(())
+    }
+
+    /// The catalog entry of `class` for `device`: the class digest, and the per-document
+    /// digests unless the device's own class digest (`theirs`) already matches.
+    fn class_catalog(
+        &mut self,
+        class: ClassId,
+        device: &DeviceId,
+        theirs: Option<&[u8; 8]>,
+    ) -> Result<ClassCatalog, SyncError> {
+        let digests = self.doc_digests(class, device)?;
+        let digest = class_digest(&digests);
+        let docs = (theirs != Some(&digest)).then(|| {
+            digests
+                .iter()
+                .map(|(d, g)| DocDigest {
+                    kind: d.kind,
+                    digest: *g,
+                })
+                .collect()
+        });
+        Ok(ClassCatalog {
+            class,
+            digest,
+            docs,
+        })
     }
 
     /// The catalog describes durable heads (that is what lets a device mark its edits
@@ -973,28 +980,20 @@ impl SyncNode {
         Ok(())
     }
 
-    fn signatures_for(&mut self, doc: &DocId, message: &sync::Message) -> Vec<SignatureEntry> {
-        let mut out = Vec::new();
-        let mut push = |hash: ChangeHash, sig: Option<ChangeSignature>| {
-            if let Some(sig) = sig {
-                out.push(SignatureEntry {
-                    hash: hash.0,
+    /// Signatures of the changes a (V1) message carries; we never produce V2 (see `on_sync`).
+    fn signatures_for(&self, doc: &DocId, message: &sync::Message) -> Vec<SignatureEntry> {
+        message
+            .changes
+            .iter()
+            .filter_map(|chunk| Change::try_from(chunk).ok())
+            .filter_map(|c| {
+                let sig = self.replica.signature(doc, &c.hash())?;
+                Some(SignatureEntry {
+                    hash: c.hash().0,
                     signature: Sig64(sig.0),
-                });
-            }
-        };
-        match message.version {
-            MessageVersion::V1 => {
-                for chunk in message.changes.iter() {
-                    if let Ok(c) = Change::try_from(chunk) {
-                        push(c.hash(), self.replica.signature(doc, &c.hash()));
-                    }
-                }
-            }
-            // We never produce V2 messages (see on_sync); nothing to sign.
-            MessageVersion::V2 => {}
-        }
-        out
+                })
+            })
+            .collect()
     }
 
     /// After `doc` changed, send sync messages to every other session that may read it.
@@ -1063,8 +1062,7 @@ impl SyncNode {
             let following = s.classes.contains(&class);
             let founded_here = s.docs.contains_key(&DocId::new(class, DocKind::Roster));
             if enrolled && !following {
-                let digests = self.doc_digests(class, &peer)?;
-                let digest = class_digest(&digests);
+                let entry = self.class_catalog(class, &peer, None)?;
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.classes.insert(class);
                 }
@@ -1072,19 +1070,7 @@ impl SyncNode {
                 self.transmits.push_back((
                     sid,
                     Message::Catalog {
-                        classes: vec![ClassCatalog {
-                            class,
-                            digest,
-                            docs: Some(
-                                digests
-                                    .iter()
-                                    .map(|(d, g)| DocDigest {
-                                        kind: d.kind,
-                                        digest: *g,
-                                    })
-                                    .collect(),
-                            ),
-                        }],
+                        classes: vec![entry],
                     },
                 ));
                 self.push_not_yet_durable(sid, class, &peer)?;

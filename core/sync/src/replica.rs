@@ -300,6 +300,11 @@ impl Replica {
         v
     }
 
+    /// How many of this device's changes are not yet acknowledged by the relay.
+    pub fn undelivered_count(&self) -> usize {
+        self.docs.values().map(|s| s.undelivered.len()).sum()
+    }
+
     /// Whether a local change has been acknowledged by the relay.
     pub fn is_delivered(&self, doc: &DocId, hash: &ChangeHash) -> bool {
         self.docs.get(doc).is_some_and(|s| {
