@@ -258,16 +258,7 @@ impl Relay {
 
     /// utime + stime in seconds (assumes USER_HZ = 100, as on every Linux this runs on).
     fn cpu_secs(&self) -> f64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let after = s.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
-        let f: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        if f.len() < 13 {
-            return 0.0;
-        }
-        (f[11] + f[12]) as f64 / 100.0
+        proc_cpu_secs(&self.pid.to_string())
     }
 
     fn snapshot(&self) -> Snap {
@@ -279,6 +270,21 @@ impl Relay {
             hwm,
         }
     }
+}
+
+/// utime + stime of `/proc/<pid>` in seconds (assumes USER_HZ = 100, as on every Linux this
+/// runs on); `pid` may be `self`.
+fn proc_cpu_secs(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    if f.len() < 13 {
+        return 0.0;
+    }
+    (f[11] + f[12]) as f64 / 100.0
 }
 
 impl Drop for Relay {
@@ -420,8 +426,17 @@ fn enroll(teacher: &Device, class: ClassId, keys: &[DeviceId]) -> Result<()> {
     Ok(())
 }
 
+/// How many entries the notebook holds on `d`: a key count on the document, not a view build,
+/// so that checking 30 parents after every post does not steal the CPU being measured.
 fn entry_count(d: &Device, class: ClassId) -> usize {
-    d.notebook(class).map(|v| v.entries.len()).unwrap_or(0)
+    use homeroom_client::core::automerge::{ROOT, ReadDoc, Value};
+    d.read(DocId::new(class, DocKind::Notebook), |am, _| {
+        Ok(match am.get(ROOT, "entries") {
+            Ok(Some((Value::Object(_), obj))) => am.keys(&obj).count(),
+            _ => 0,
+        })
+    })
+    .unwrap_or(0)
 }
 
 fn stop_all(rt: &tokio::runtime::Runtime, devices: &[&Device]) {
@@ -440,6 +455,8 @@ struct W1 {
     first: Vec<Duration>,
     local: Vec<Duration>,
     usage: Usage,
+    /// CPU seconds the 31 devices (this process) used over the posts.
+    devices_cpu_s: f64,
 }
 
 fn w1(
@@ -472,6 +489,7 @@ fn w1(
     while rx.try_recv().is_ok() {}
 
     let before = relay.snapshot();
+    let devices_cpu0 = proc_cpu_secs("self");
     let mut lat = Vec::with_capacity(posts);
     let mut first = Vec::with_capacity(posts);
     let mut local = Vec::with_capacity(posts);
@@ -509,6 +527,7 @@ fn w1(
         std::thread::sleep(Duration::from_millis(10));
     }
     let after = relay.snapshot();
+    let devices_cpu_s = proc_cpu_secs("self") - devices_cpu0;
     lat.sort();
     first.sort();
     local.sort();
@@ -518,6 +537,7 @@ fn w1(
             first,
             local,
             usage: usage(before, after),
+            devices_cpu_s,
         },
         class,
     ))
@@ -1089,59 +1109,7 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
 
 // ---------------------------------------------------------------------------------------------
 
-fn median_u64(v: &mut [u64]) -> u64 {
-    v.sort_unstable();
-    if v.is_empty() { 0 } else { v[v.len() / 2] }
-}
-
-fn main() -> Result<()> {
-    // `cargo bench` passes `--bench`; ignore arguments.
-    let cfg = Cfg::from_env();
-    let total = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let tmp = tempfile::tempdir()?;
-    println!(
-        "homeroom relay bench ({} mode) — relay {}, 2 cores, loopback QUIC",
-        if cfg.quick { "QUICK" } else { "FULL" },
-        relay_binary()?.display()
-    );
-
-    // W1 + W4 share one relay and one class.
-    let relay = Relay::start(&tmp.path().join("w1/relay"), None)?;
-    let idle0 = relay.snapshot();
-    let (w1r, class) = w1(&rt, &relay, &tmp.path().join("w1"), cfg.w1_posts)?;
-    eprintln!("W1 done in {:?}", total.elapsed());
-    let w4r = w4(&rt, &relay, class)?;
-    eprintln!("W4 done in {:?}", total.elapsed());
-    drop(relay);
-
-    let mut w2s = Vec::new();
-    for &n in &cfg.w2_levels {
-        let parents = (cfg.w2_parent_budget / n).clamp(2, PARENTS);
-        let r = w2(
-            &rt,
-            &tmp.path().join(format!("w2-{n}")),
-            n,
-            parents,
-            cfg.w2_secs,
-        )?;
-        eprintln!("W2 {n} classes done in {:?}", total.elapsed());
-        w2s.push(r);
-    }
-
-    let w6r = w6(&rt, &tmp.path().join("w6"), cfg.w6_target, cfg.w6_budget)?;
-    eprintln!("W6 done in {:?}", total.elapsed());
-
-    // ---- Report
-    println!();
-    println!(
-        "Relay at start (empty, idle): RSS {:.1} MiB",
-        idle0.rss as f64 / 1024.0
-    );
-    println!();
+fn print_w1(w1r: &W1) {
     println!(
         "W1 — teacher posts → all {PARENTS} parents have it ({} posts, 1 class, 31 real Devices)",
         w1r.lat.len()
@@ -1175,6 +1143,77 @@ fn main() -> Result<()> {
         "  relay: RSS {:.1} MiB, HWM {:.1} MiB, CPU {:.2} s ({:.0}% of one core)",
         w1r.usage.rss_mib, w1r.usage.hwm_mib, w1r.usage.cpu_s, w1r.usage.cpu_pct
     );
+    let posts = w1r.lat.len().max(1) as f64;
+    println!(
+        "  CPU per post: relay {:.2} ms, the 31 devices together {:.2} ms (whole posts loop incl. the 10 ms pauses)",
+        1000.0 * w1r.usage.cpu_s / posts,
+        1000.0 * w1r.devices_cpu_s / posts
+    );
+}
+
+fn median_u64(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    if v.is_empty() { 0 } else { v[v.len() / 2] }
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let cfg = Cfg::from_env();
+    let total = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let tmp = tempfile::tempdir()?;
+    println!(
+        "homeroom relay bench ({} mode) — relay {}, 2 cores, loopback QUIC",
+        if cfg.quick { "QUICK" } else { "FULL" },
+        relay_binary()?.display()
+    );
+
+    // W1 + W4 share one relay and one class.
+    let relay = Relay::start(&tmp.path().join("w1/relay"), None)?;
+    let idle0 = relay.snapshot();
+    let w1_posts = std::env::var("HOMEROOM_BENCH_W1_POSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cfg.w1_posts);
+    let (w1r, class) = w1(&rt, &relay, &tmp.path().join("w1"), w1_posts)?;
+    eprintln!("W1 done in {:?}", total.elapsed());
+    if std::env::var("HOMEROOM_BENCH_ONLY").is_ok_and(|v| v == "w1") {
+        // Profiling aid: W1 alone.
+        print_w1(&w1r);
+        return Ok(());
+    }
+    let w4r = w4(&rt, &relay, class)?;
+    eprintln!("W4 done in {:?}", total.elapsed());
+    drop(relay);
+
+    let mut w2s = Vec::new();
+    for &n in &cfg.w2_levels {
+        let parents = (cfg.w2_parent_budget / n).clamp(2, PARENTS);
+        let r = w2(
+            &rt,
+            &tmp.path().join(format!("w2-{n}")),
+            n,
+            parents,
+            cfg.w2_secs,
+        )?;
+        eprintln!("W2 {n} classes done in {:?}", total.elapsed());
+        w2s.push(r);
+    }
+
+    let w6r = w6(&rt, &tmp.path().join("w6"), cfg.w6_target, cfg.w6_budget)?;
+    eprintln!("W6 done in {:?}", total.elapsed());
+
+    // ---- Report
+    println!();
+    println!(
+        "Relay at start (empty, idle): RSS {:.1} MiB",
+        idle0.rss as f64 / 1024.0
+    );
+    println!();
+    print_w1(&w1r);
     println!();
     println!(
         "W2 — sustained durable edits (closed loop: each teacher posts, waits for Delivered, repeats)"

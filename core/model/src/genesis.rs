@@ -8,6 +8,9 @@
 //! the same hash. It is unsigned; receivers accept it only by recomputing it
 //! ([`is_genesis`]).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ChangeHash, ObjType, ROOT};
 
@@ -77,13 +80,33 @@ pub fn genesis_document(doc: &DocId, actor: ActorId) -> Automerge {
 }
 
 /// The hash of `doc`'s genesis change.
+///
+/// A pure function of the document id, asked for on every ingest and every catalog of a
+/// never-stored document; building a genesis document each time was the largest single cost
+/// of receiving an edit on a device, so hashes are memoised (bounded: the cache is cleared
+/// when it reaches [`GENESIS_CACHE_MAX`] entries, ~5 MiB).
 pub fn genesis_hash(doc: &DocId) -> ChangeHash {
+    static CACHE: OnceLock<Mutex<HashMap<DocId, ChangeHash>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(h) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(doc) {
+        return *h;
+    }
     let am = genesis_document(doc, ActorId::from(vec![0u8; 1]));
-    am.get_heads()
+    let hash = am
+        .get_heads()
         .first()
         .copied()
-        .unwrap_or(ChangeHash([0; 32]))
+        .unwrap_or(ChangeHash([0; 32]));
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= GENESIS_CACHE_MAX {
+        map.clear();
+    }
+    map.insert(*doc, hash);
+    hash
 }
+
+/// How many genesis hashes [`genesis_hash`] keeps before starting over.
+pub const GENESIS_CACHE_MAX: usize = 65_536;
 
 /// Whether `hash` is `doc`'s genesis change.
 pub fn is_genesis(doc: &DocId, hash: &ChangeHash) -> bool {
