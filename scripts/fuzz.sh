@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${1:-10}"
-TARGETS="${TARGETS:-frame_decoder message handshake change_import}"
+TARGETS="${TARGETS:-frame_decoder message handshake change_import invite_code relay_session}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "== installing cargo-fuzz"

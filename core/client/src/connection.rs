@@ -43,6 +43,30 @@ impl Default for Backoff {
     }
 }
 
+/// The relay's TLS-over-TCP fallback (docs/relay.md, "TCP fallback"): used when QUIC does
+/// not connect within `quic_timeout` (UDP blocked); while on TCP, QUIC is tried again every
+/// `quic_retry` and the session moves back to it as soon as it connects.
+#[derive(Debug, Clone)]
+pub struct TcpFallback {
+    /// The relay's TCP address (same port number as QUIC by default).
+    pub addr: SocketAddr,
+    /// How long QUIC may take to connect before TCP is tried.
+    pub quic_timeout: Duration,
+    /// How often QUIC is tried again while the session runs over TCP.
+    pub quic_retry: Duration,
+}
+
+impl TcpFallback {
+    /// Fallback to `addr` with the default timings (QUIC: 3 s to connect, retried every 30 s).
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            quic_timeout: Duration::from_secs(3),
+            quic_retry: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A running sync task.
 #[derive(Debug)]
 pub(crate) struct SyncHandle {
@@ -68,10 +92,24 @@ impl Device {
         target: RelayTarget,
         backoff: Backoff,
     ) -> Result<(), ClientError> {
+        self.start_sync_with_fallback(runtime, target, backoff, None)
+    }
+
+    /// Like [`Device::start_sync_with`], falling back to the relay's TLS-over-TCP listener
+    /// when QUIC cannot connect (`fallback`), and moving back to QUIC when it can.
+    pub fn start_sync_with_fallback(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        target: RelayTarget,
+        backoff: Backoff,
+        fallback: Option<TcpFallback>,
+    ) -> Result<(), ClientError> {
         let mut slot = self.sync.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_some() {
             return Err(ClientError::SyncState("sync is already running"));
         }
+        // Remembered for invites (their code carries the relay address and fingerprint).
+        crate::invite::store_relay(&mut self.lock().store, &target)?;
         let cfg = client_config(target.fingerprint, &TransportLimits::default())?;
         let bind: SocketAddr = if target.addr.is_ipv6() {
             SocketAddr::from(([0u16; 8], 0))
@@ -88,7 +126,8 @@ impl Device {
         let (stop_tx, stop_rx) = watch::channel(false);
         let device = self.clone();
         let ep = endpoint.clone();
-        let task = runtime.spawn(async move { run(device, ep, target, backoff, stop_rx).await });
+        let task =
+            runtime.spawn(async move { run(device, ep, target, backoff, fallback, stop_rx).await });
         *slot = Some(SyncHandle {
             stop: stop_tx,
             task,
@@ -150,6 +189,7 @@ async fn run(
     endpoint: quinn::Endpoint,
     target: RelayTarget,
     backoff: Backoff,
+    fallback: Option<TcpFallback>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut delay = backoff.initial;
@@ -158,13 +198,14 @@ async fn run(
             break;
         }
         let started = tokio::time::Instant::now();
-        match session(&device, &endpoint, &target, &mut stop).await {
+        match session(&device, &endpoint, &target, fallback.as_ref(), &mut stop).await {
             Ok(()) => tracing::info!("relay session ended"),
             Err(e) => tracing::info!(error = %e, "relay session failed"),
         }
         {
             let mut g = device.lock();
             g.status.connected = false;
+            g.status.over_tcp = false;
         }
         notify(&device, DeviceEvent::Connection { connected: false });
         if *stop.borrow() {
@@ -182,7 +223,7 @@ async fn run(
     }
 }
 
-fn notify(device: &Device, ev: DeviceEvent) {
+pub(crate) fn notify(device: &Device, ev: DeviceEvent) {
     let obs = device.lock().observer_clone();
     if let Some(o) = obs {
         o.on_event(ev);
@@ -205,15 +246,48 @@ async fn session(
     device: &Device,
     endpoint: &quinn::Endpoint,
     target: &RelayTarget,
+    fallback: Option<&TcpFallback>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
+    let timeout = fallback.map_or(Duration::from_secs(10), |f| f.quic_timeout);
+    let conn = match (connect_quic(endpoint, target, timeout).await, fallback) {
+        (Ok(conn), _) => conn,
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(fb)) => {
+            tracing::info!(error = %e, tcp = %fb.addr, "QUIC did not connect: falling back to TCP");
+            match crate::fallback::tcp_session(device, endpoint, target, fb, stop).await? {
+                Some(conn) => {
+                    tracing::info!("QUIC connects again: leaving the TCP fallback");
+                    conn
+                }
+                None => return Ok(()),
+            }
+        }
+    };
+    quic_session(device, conn, target, stop).await
+}
+
+/// Connect to the relay over QUIC within `timeout`.
+pub(crate) async fn connect_quic(
+    endpoint: &quinn::Endpoint,
+    target: &RelayTarget,
+    timeout: Duration,
+) -> Result<quinn::Connection, ClientError> {
     let connecting = endpoint
         .connect(target.addr, "homeroom-relay")
         .map_err(TransportError::from)?;
-    let conn = match tokio::time::timeout(Duration::from_secs(10), connecting).await {
-        Ok(r) => r.map_err(TransportError::from)?,
-        Err(_) => return Err(ClientError::SyncState("connecting to the relay timed out")),
-    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(r) => Ok(r.map_err(TransportError::from)?),
+        Err(_) => Err(ClientError::SyncState("connecting to the relay timed out")),
+    }
+}
+
+async fn quic_session(
+    device: &Device,
+    conn: quinn::Connection,
+    target: &RelayTarget,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), ClientError> {
     let (send, recv) = conn.open_bi().await.map_err(TransportError::from)?;
     let mut send = FramedSend::new(send, DEFAULT_MAX_FRAME);
     let mut recv = FramedRecv::new(recv, DEFAULT_MAX_FRAME);
@@ -238,7 +312,7 @@ async fn session(
     result
 }
 
-async fn drive(
+pub(crate) async fn drive(
     device: &Device,
     sid: homeroom_sync::SessionId,
     conn: &quinn::Connection,

@@ -56,6 +56,23 @@ pub enum DeviceEvent {
         /// Whether connected now.
         connected: bool,
     },
+    /// A join (see [`Device::join`]) completed: the relay enrolled this device.
+    Joined {
+        /// The class.
+        class: ClassId,
+    },
+    /// A join failed (invite already used, expired, unknown…).
+    JoinFailed {
+        /// The class.
+        class: ClassId,
+        /// Why.
+        reason: crate::invite::JoinFailure,
+    },
+    /// This device was revoked, or its member removed, in a class.
+    Removed {
+        /// The class.
+        class: ClassId,
+    },
 }
 
 /// Receives [`DeviceEvent`]s (called on the sync thread: return quickly).
@@ -73,6 +90,10 @@ pub struct SyncStatus {
     pub pending: usize,
     /// When the relay last acknowledged something (ms since the Unix epoch).
     pub last_delivered_ms: Option<i64>,
+    /// Whether the relay session runs over the TLS-over-TCP fallback (UDP blocked).
+    pub over_tcp: bool,
+    /// Devices connected directly over the LAN (authenticated against this device's rosters).
+    pub lan_peers: Vec<DeviceId>,
 }
 
 /// A class as listed on this device.
@@ -86,11 +107,13 @@ pub struct ClassSummary {
     pub roles: Vec<Role>,
     /// This device's family, for guardians.
     pub family: Option<FamilyId>,
+    /// Member, joining, join failed, or removed.
+    pub membership: crate::invite::Membership,
 }
 
 pub(crate) struct Inner {
     pub(crate) node: SyncNode,
-    store: Store,
+    pub(crate) store: Store,
     ids: OsIds,
     /// Outbound queues of live sessions (driven by the connection task).
     pub(crate) outbound: HashMap<SessionId, mpsc::UnboundedSender<Message>>,
@@ -98,6 +121,12 @@ pub(crate) struct Inner {
     pub(crate) status: SyncStatus,
     /// Which change created an item (for its delivery state).
     items: HashMap<ItemId, (DocId, ChangeHash)>,
+    /// Joins that failed, by class (shown by `classes()` until a new join).
+    pub(crate) join_failures: HashMap<ClassId, crate::invite::JoinFailure>,
+    /// Classes whose removal of this device was already reported.
+    pub(crate) removed_notified: std::collections::HashSet<ClassId>,
+    /// LAN peer sessions, with the peer once authenticated (see `lan.rs`).
+    pub(crate) lan_sessions: HashMap<SessionId, Option<DeviceId>>,
 }
 
 impl Inner {
@@ -157,13 +186,14 @@ impl Inner {
         self.observer.as_ref()
     }
 
-    fn notify(&self, event: DeviceEvent) {
+    pub(crate) fn notify(&self, event: DeviceEvent) {
         if let Some(o) = &self.observer {
             o.on_event(event);
         }
     }
 
     fn on_node_event(&mut self, ev: NodeEvent) {
+        self.on_join_event(&ev);
         match ev {
             NodeEvent::DocumentChanged { doc } => self.notify(DeviceEvent::ClassChanged(doc.class)),
             NodeEvent::Delivered { doc, hashes } => {
@@ -184,6 +214,19 @@ impl Inner {
                     class: doc.class,
                     reason: format!("{reason:?}"),
                 });
+            }
+            NodeEvent::SessionEstablished { session, peer }
+                if self.lan_sessions.contains_key(&session) =>
+            {
+                // A LAN peer, not the relay: nothing is "connected" or "delivered" by it.
+                self.lan_sessions.insert(session, peer);
+                self.status.lan_peers = self.lan_sessions.values().flatten().copied().collect();
+            }
+            NodeEvent::SessionClosed { session, .. }
+                if self.lan_sessions.contains_key(&session) =>
+            {
+                self.lan_sessions.remove(&session);
+                self.status.lan_peers = self.lan_sessions.values().flatten().copied().collect();
             }
             NodeEvent::SessionEstablished { .. } => {
                 self.status.connected = true;
@@ -291,6 +334,8 @@ pub struct Device {
     device_id: DeviceId,
     data_dir: PathBuf,
     pub(crate) sync: Arc<Mutex<Option<crate::connection::SyncHandle>>>,
+    /// The LAN sync task, when running (`lan.rs`).
+    pub(crate) lan: Arc<Mutex<Option<crate::lan::LanHandle>>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -345,6 +390,7 @@ impl Device {
         for (doc, hashes) in by_doc {
             node.replica_mut().set_undelivered(&doc, hashes)?;
         }
+        crate::invite::restore_joins(&store, &mut node)?;
         let pending = node.replica().undelivered_count();
         let inner = Inner {
             node,
@@ -357,12 +403,16 @@ impl Device {
                 ..SyncStatus::default()
             },
             items: HashMap::new(),
+            join_failures: HashMap::new(),
+            removed_notified: std::collections::HashSet::new(),
+            lan_sessions: HashMap::new(),
         };
         Ok(Device {
             inner: Arc::new(Mutex::new(inner)),
             device_id,
             data_dir: data_dir.to_path_buf(),
             sync: Arc::new(Mutex::new(None)),
+            lan: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -405,24 +455,28 @@ impl Device {
         Ok(class)
     }
 
-    /// The classes on this device.
+    /// The classes on this device, including classes being joined (name empty until their
+    /// roster arrives) and joins that failed.
     pub fn classes(&self) -> Vec<ClassSummary> {
         let g = self.lock();
-        g.node
-            .replica()
-            .classes()
-            .into_iter()
-            .filter_map(|c| {
-                let r = g.node.replica().roster(&c)?;
-                let m = r.member_of(&self.device_id);
-                Some(ClassSummary {
+        let mut ids = g.node.replica().classes();
+        ids.extend(g.node.pending_joins());
+        ids.extend(g.join_failures.keys().copied());
+        ids.sort();
+        ids.dedup();
+        ids.into_iter()
+            .map(|c| {
+                let r = g.node.replica().roster(&c);
+                let m = r.and_then(|r| r.member_of(&self.device_id));
+                ClassSummary {
                     id: c,
-                    name: r.class_name.clone(),
+                    name: r.map(|r| r.class_name.clone()).unwrap_or_default(),
                     roles: m
                         .map(|m| m.roles.iter().copied().collect())
                         .unwrap_or_default(),
                     family: m.and_then(|m| m.family),
-                })
+                    membership: g.membership(&c, &self.device_id),
+                }
             })
             .collect()
     }
@@ -448,6 +502,26 @@ impl Device {
         let now = now_ms();
         let Inner { node, ids, .. } = &mut *g;
         let r = node.edit(&doc, now, |tx, roster, device| {
+            let actor = Actor::new(roster, device, now);
+            f(tx, &actor, ids)
+        });
+        let r = map_edit_error(r)?;
+        g.pump()?;
+        Ok(r)
+    }
+
+    /// Like [`Device::edit`] without the local write-right check: for tests that receivers
+    /// (the relay, LAN peers) refuse what a misbehaving device signs.
+    #[cfg(feature = "test-support")]
+    pub fn edit_unchecked<T>(
+        &self,
+        doc: DocId,
+        f: impl FnOnce(&mut Transaction<'_>, &Actor<'_>, &mut dyn IdSource) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), ClientError> {
+        let mut g = self.lock();
+        let now = now_ms();
+        let Inner { node, ids, .. } = &mut *g;
+        let r = node.edit_unchecked(&doc, now, |tx, roster, device| {
             let actor = Actor::new(roster, device, now);
             f(tx, &actor, ids)
         });

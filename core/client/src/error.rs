@@ -38,9 +38,18 @@ pub enum ClientError {
         /// The error.
         source: std::io::Error,
     },
+    /// An invite code cannot be used (malformed, typo, unsupported version, expired).
+    #[error(transparent)]
+    Invite(#[from] homeroom_core::invite::InviteError),
+    /// No relay is known to this device (start sync once, or join with a code, first).
+    #[error("no relay known: start syncing with a relay (or join with an invite code) first")]
+    NoRelayKnown,
     /// Sync is already running, or not running.
     #[error("{0}")]
     SyncState(&'static str),
+    /// LAN sync could not start (discovery, socket, certificate).
+    #[error("LAN sync: {0}")]
+    Lan(String),
 }
 
 impl From<StoreError> for ClientError {

@@ -11,10 +11,19 @@
 
 mod connection;
 mod device;
+mod discovery;
 mod error;
+mod fallback;
 mod ids;
+mod invite;
+mod lan;
 
-pub use connection::{Backoff, RelayTarget};
+pub use connection::{Backoff, RelayTarget, TcpFallback};
 pub use device::{ClassSummary, DeliveryState, Device, DeviceEvent, DeviceObserver, SyncStatus};
+pub use discovery::{
+    Discovery, DiscoveryEvent, LanAdvert, MdnsDiscovery, SERVICE_TYPE, StaticDiscovery,
+};
 pub use error::ClientError;
 pub use homeroom_core as core;
+pub use invite::{Invite, InviteError, InviteRole, JoinFailure, Membership};
+pub use lan::LanOptions;

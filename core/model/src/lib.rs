@@ -25,6 +25,7 @@ pub mod hlc;
 pub mod homework;
 pub mod identity;
 pub mod ids;
+pub mod invite;
 pub mod leave;
 pub mod roster;
 pub mod surveys;

@@ -1,6 +1,7 @@
 //! The class roster: members, roles, families, students and device keys — the root of trust.
 //!
-//! Only staff write the roster, so membership is itself signed history. A class is founded by
+//! Only staff write the roster — plus exactly one change per invite, authored by the invite's
+//! key, that redeems it (see [`crate::invite`]) — so membership is itself signed history. A class is founded by
 //! one device key: the founding change carries a nonce in its commit message
 //! (`homeroom-class:<hex>`), and the class id is `BLAKE3("homeroom/class/v1" ‖ key ‖ nonce)`
 //! truncated to 16 bytes ([`class_id_for`]). Anyone can check that a roster belongs to its
@@ -16,7 +17,12 @@ use crate::document::{DocId, DocKind};
 use crate::error::{ModelError, check_text};
 use crate::identity::{DeviceId, author_of};
 use crate::ids::{ClassId, FamilyId, MemberId, StudentId};
+use crate::invite::{InviteId, InviteRecord, InviteRole, Invites, member_for_invite};
 use crate::values::{get_i64, get_str, keys, map_at, top_map};
+
+/// Key prefix of an invite inside the roster's `class` map (`invite/<public key hex>`). Each
+/// invite has its own key, so concurrent invites by two staff devices never conflict.
+pub const INVITE_KEY_PREFIX: &str = "invite/";
 
 /// Commit-message prefix of the founding change.
 pub const FOUNDING_PREFIX: &str = "homeroom-class:";
@@ -158,6 +164,8 @@ pub struct RosterIndex {
     pub next_term: Option<ClassId>,
     /// The class this one continues from last term.
     pub previous_term: Option<ClassId>,
+    /// Invites by their public key (see [`crate::invite`]).
+    pub invites: Invites,
 }
 
 impl RosterIndex {
@@ -170,6 +178,34 @@ impl RosterIndex {
         index.archived_at = get_i64(doc, &class, "archived_at")?;
         index.next_term = get_str(doc, &class, "next_term")?.and_then(|c| c.parse().ok());
         index.previous_term = get_str(doc, &class, "previous_term")?.and_then(|c| c.parse().ok());
+        for key in keys(doc, &class) {
+            let Some(Ok(id)) = key
+                .strip_prefix(INVITE_KEY_PREFIX)
+                .map(str::parse::<InviteId>)
+            else {
+                continue;
+            };
+            let Some(obj) = map_at(doc, &class, &key)? else {
+                continue;
+            };
+            let kind = get_str(doc, &obj, "role")?.unwrap_or_default();
+            let family = get_str(doc, &obj, "family")?.and_then(|f| f.parse().ok());
+            let member = get_str(doc, &obj, "member")?.and_then(|m| m.parse().ok());
+            let Some(role) = InviteRole::from_parts(&kind, family, member) else {
+                continue;
+            };
+            index.invites.insert(
+                id,
+                InviteRecord {
+                    id,
+                    role,
+                    expires_at: get_i64(doc, &obj, "expires_at")?.unwrap_or(0),
+                    created_by: get_str(doc, &obj, "created_by")?.and_then(|d| d.parse().ok()),
+                    used_by: get_str(doc, &obj, "used_by")?.and_then(|d| d.parse().ok()),
+                    used_at: get_i64(doc, &obj, "used_at")?,
+                },
+            );
+        }
 
         let members = top_map(doc, "members")?;
         for key in keys(doc, &members) {
@@ -267,6 +303,17 @@ impl RosterIndex {
             return None;
         }
         Some(m)
+    }
+
+    /// When `device` stopped being active (its revocation or its member's removal, whichever
+    /// came first); `None` if it is active or unknown.
+    pub fn inactive_since(&self, device: &DeviceId) -> Option<i64> {
+        let d = self.devices.get(device)?;
+        let removed = self.members.get(&d.member).and_then(|m| m.removed_at);
+        match (d.revoked_at, removed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether `device` is an active staff device.
@@ -460,6 +507,67 @@ pub fn revoke_device(
     })?;
     tx.put(&obj, "revoked_at", now)?;
     Ok(())
+}
+
+/// Record an invite (staff): its role, expiry (ms since the Unix epoch) and creator.
+pub fn write_invite(
+    tx: &mut impl Transactable,
+    invite: InviteId,
+    role: InviteRole,
+    expires_at: i64,
+    created_by: DeviceId,
+    now: i64,
+) -> Result<(), ModelError> {
+    let class = top_map(tx, "class")?;
+    let obj = tx.put_object(
+        &class,
+        format!("{INVITE_KEY_PREFIX}{}", invite.to_hex()),
+        ObjType::Map,
+    )?;
+    tx.put(&obj, "role", role.kind_str())?;
+    if let Some(f) = role.family() {
+        tx.put(&obj, "family", f.to_hex())?;
+    }
+    if let InviteRole::AnotherDevice { member } = role {
+        tx.put(&obj, "member", member.to_hex())?;
+    }
+    tx.put(&obj, "expires_at", expires_at)?;
+    tx.put(&obj, "created_by", created_by.to_hex())?;
+    tx.put(&obj, "created_at", now)?;
+    Ok(())
+}
+
+/// Redeem an invite (the content of the change authored by the invite key): enroll `device`
+/// — for a role invite as a new member named `name` — and mark the invite used.
+pub fn redeem_invite(
+    tx: &mut impl Transactable,
+    invite: &InviteRecord,
+    device: DeviceId,
+    name: &str,
+    now: i64,
+) -> Result<MemberId, ModelError> {
+    let member = match invite.role {
+        InviteRole::AnotherDevice { member } => member,
+        role => {
+            let member = member_for_invite(&invite.id);
+            add_member(tx, member, name, &role.member_roles(), role.family())?;
+            member
+        }
+    };
+    add_device(tx, device, member, now)?;
+    let class = top_map(tx, "class")?;
+    let obj = map_at(
+        tx,
+        &class,
+        &format!("{INVITE_KEY_PREFIX}{}", invite.id.to_hex()),
+    )?
+    .ok_or_else(|| ModelError::UnknownId {
+        kind: "invite",
+        id: invite.id.to_hex(),
+    })?;
+    tx.put(&obj, "used_by", device.to_hex())?;
+    tx.put(&obj, "used_at", now)?;
+    Ok(member)
 }
 
 /// Add a family.

@@ -137,6 +137,24 @@ fn main() -> Res<()> {
     msg.extend_from_slice(&compressed);
     put("change_import", "compressed-change-chunk.bin", &msg)?;
 
+    // invite_code: a valid code (one IPv4 and one IPv6 relay), the same code typed sloppily,
+    // one with a typo, and a truncated one.
+    let code = homeroom_core::invite::InviteCode {
+        class: ClassId([0x11; 16]),
+        secret: [0x22; 16],
+        relays: vec!["192.0.2.1:4433".parse()?, "[2001:db8::1]:443".parse()?],
+        fingerprint: [0x33; 32],
+        expires_at: 1_900_000_000_000,
+    }
+    .encode();
+    put("invite_code", "valid.txt", code.as_bytes())?;
+    let sloppy = format!("{} - {}", code[..20].to_lowercase(), &code[20..]);
+    put("invite_code", "valid-sloppy.txt", sloppy.as_bytes())?;
+    let mut typo = code.clone().into_bytes();
+    typo[25] = if typo[25] == b'A' { b'B' } else { b'A' };
+    put("invite_code", "typo.txt", &typo)?;
+    put("invite_code", "truncated.txt", &code.as_bytes()[..60])?;
+
     println!("wrote {written} seeds under {}", root.display());
     Ok(())
 }

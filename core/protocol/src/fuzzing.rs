@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("message", message),
     ("handshake", handshake),
     ("change_import", change_import),
+    ("invite_code", invite_code),
 ];
 
 /// The TLS exporter value the `handshake` target verifies proofs against.
@@ -62,6 +63,29 @@ pub fn frame_decoder(data: &[u8]) {
     let whole = feed(max, std::iter::once(stream));
     let chunked = feed(max, Chunks::new(stream, ctl));
     assert_eq!(whole, chunked, "chunking changed the decoder's output");
+}
+
+/// `invite_code`: the bytes (lossily as UTF-8) as an invite code a user typed or scanned
+/// (`homeroom_core::invite::InviteCode::parse`). A code that parses re-encodes to a code that
+/// parses to the same value; `parse_at` agrees with `parse` on everything but the expiry.
+pub fn invite_code(data: &[u8]) {
+    use homeroom_core::invite::{InviteCode, InviteError};
+    let text = String::from_utf8_lossy(data);
+    match InviteCode::parse(&text) {
+        Ok(code) => {
+            let again = InviteCode::parse(&code.encode());
+            assert_eq!(again.as_ref(), Ok(&code), "re-encoding changed the code");
+            assert!(matches!(
+                InviteCode::parse_at(&text, code.expires_at.saturating_add(1)),
+                Err(InviteError::Expired { .. })
+            ));
+            assert!(InviteCode::parse_at(&text, code.expires_at).is_ok());
+        }
+        Err(e) => {
+            let _ = e.to_string();
+            assert_eq!(InviteCode::parse_at(&text, 0).err(), Some(e));
+        }
+    }
 }
 
 /// `message`: the bytes as a postcard `Message` body.

@@ -31,7 +31,7 @@ pub use handshake::{
 };
 pub use message::{
     ClassCatalog, ClassDigest, Digest, DocDigest, EXPORTER_LABEL, ErrorCode, HANDSHAKE_DOMAIN,
-    Hash32, Message, PROTOCOL_VERSION, RejectReason, Sig64, SignatureEntry,
+    Hash32, INVITE_DOMAIN, Message, PROTOCOL_VERSION, RejectReason, Sig64, SignatureEntry,
 };
 pub use sync_payload::{
     CHUNK_MAGIC, CHUNK_TYPE_CHANGE, CHUNK_TYPE_COMPRESSED, CHUNK_TYPE_DOCUMENT,

@@ -10,6 +10,10 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// `exporter` is 32 bytes of TLS keying material exported with [`EXPORTER_LABEL`].
 pub const HANDSHAKE_DOMAIN: &[u8] = b"homeroom/hello/v1\0";
 
+/// Domain tag of an invite proof ([`Message::Join`]): the *invite* key signs
+/// `INVITE_DOMAIN ‖ exporter` (the same TLS exporter value as the `Hello` proof).
+pub const INVITE_DOMAIN: &[u8] = b"homeroom/join/v1\0";
+
 /// TLS exporter label for the handshake proof (RFC 5705 / RFC 8446 §7.5).
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-homeroom-hello-v1";
 
@@ -105,6 +109,14 @@ pub enum RejectReason {
     ReadOnly,
     /// The change's timestamp is too far ahead of the receiver's clock.
     FromTheFuture,
+    /// An invite redemption: the invite was already used.
+    InviteUsed,
+    /// An invite redemption (or join request): the invite expired.
+    InviteExpired,
+    /// A join request: the class's roster has no such invite.
+    InviteUnknown,
+    /// An invite redemption change does more (or other) than the invite allows.
+    InviteMismatch,
 }
 
 /// Errors a peer reports before (usually) closing.
@@ -135,7 +147,7 @@ pub enum ErrorCode {
 
 /// How many kinds of [`Message`] this build knows: their postcard tags are `0..MESSAGE_TAGS`.
 /// A new kind is only ever appended (never inserted or reordered), so tags stay stable.
-pub(crate) const MESSAGE_TAGS: u32 = 8;
+pub(crate) const MESSAGE_TAGS: u32 = 10;
 
 /// Every message of the protocol.
 ///
@@ -209,6 +221,24 @@ pub enum Message {
         /// Whether the sender is closing the connection.
         fatal: bool,
     },
+    /// Device → relay, after `Welcome`: "I hold invite `invite` of `class`; let me read its
+    /// roster so I can redeem it". Tag 8.
+    Join {
+        /// The class of the invite.
+        class: ClassId,
+        /// The invite's public key.
+        invite: DeviceId,
+        /// The invite key's signature over `INVITE_DOMAIN ‖ TLS exporter` (as `Hello.proof`).
+        proof: Sig64,
+    },
+    /// Relay → device: a `Join` was refused (`InviteUsed`, `InviteExpired`, `InviteUnknown`,
+    /// or `BadSignature` for a proof that does not verify). Tag 9.
+    JoinRefused {
+        /// The class of the invite.
+        class: ClassId,
+        /// Why.
+        reason: RejectReason,
+    },
 }
 
 impl Message {
@@ -223,6 +253,8 @@ impl Message {
             Message::Reject { .. } => "reject",
             Message::Ephemeral { .. } => "ephemeral",
             Message::Error { .. } => "error",
+            Message::Join { .. } => "join",
+            Message::JoinRefused { .. } => "join_refused",
         }
     }
 }

@@ -199,6 +199,15 @@ fn one_of_each() -> Vec<(u8, Message)> {
             detail: String::new(),
             fatal: true,
         },
+        Message::Join {
+            class: ClassId([1; 16]),
+            invite: DeviceId([5; 32]),
+            proof: Sig64([6; 64]),
+        },
+        Message::JoinRefused {
+            class: ClassId([1; 16]),
+            reason: RejectReason::InviteUsed,
+        },
     ];
     all.into_iter()
         .map(|m| {
@@ -211,6 +220,8 @@ fn one_of_each() -> Vec<(u8, Message)> {
                 Message::Reject { .. } => 5,
                 Message::Ephemeral { .. } => 6,
                 Message::Error { .. } => 7,
+                Message::Join { .. } => 8,
+                Message::JoinRefused { .. } => 9,
             };
             (tag, m)
         })
@@ -247,6 +258,11 @@ fn nested_enum_tags_are_stable() {
         RejectReason::UnknownClass,
         RejectReason::TooLarge,
         RejectReason::ReadOnly,
+        RejectReason::FromTheFuture,
+        RejectReason::InviteUsed,
+        RejectReason::InviteExpired,
+        RejectReason::InviteUnknown,
+        RejectReason::InviteMismatch,
     ];
     for (tag, r) in reasons.into_iter().enumerate() {
         assert_eq!(postcard::to_stdvec(&r).unwrap(), [tag as u8], "{r:?}");
@@ -270,9 +286,9 @@ fn nested_enum_tags_are_stable() {
 
 #[test]
 fn unknown_message_tag_is_typed_and_skippable() {
-    // Tag 8 (one past Error), then a valid Welcome: the decoder reports the unknown kind,
-    // consumes that frame, and goes on.
-    let mut stream = vec![0, 0, 0, 3, 8, 0xaa, 0xbb];
+    // Tag 10 (one past JoinRefused), then a valid Welcome: the decoder reports the unknown
+    // kind, consumes that frame, and goes on.
+    let mut stream = vec![0, 0, 0, 3, 10, 0xaa, 0xbb];
     let welcome = Message::Welcome {
         version: 1,
         relay_time: -1,
@@ -280,7 +296,10 @@ fn unknown_message_tag_is_typed_and_skippable() {
     stream.extend(encode_frame(&welcome, DEFAULT_MAX_FRAME).unwrap());
     let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
     d.push(&stream);
-    assert_eq!(d.next_message(), Err(FrameError::UnknownMessage { tag: 8 }));
+    assert_eq!(
+        d.next_message(),
+        Err(FrameError::UnknownMessage { tag: 10 })
+    );
     assert_eq!(d.next_message(), Ok(Decoded::Message(welcome)));
     assert_eq!(d.buffered(), 0);
     // A multi-byte varint tag too (300 = ac 02).

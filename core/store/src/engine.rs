@@ -84,7 +84,9 @@ impl Store {
                         batch.put_sync_state(*peer, *doc, bytes.clone());
                     }
                 }
-                WriteKind::Rejected { .. } | WriteKind::Delivered { .. } => {}
+                WriteKind::Rejected { .. }
+                | WriteKind::Delivered { .. }
+                | WriteKind::Audit { .. } => {}
             }
         }
         if !batch.is_empty() {
@@ -101,6 +103,13 @@ impl Store {
                 }
                 WriteKind::Delivered { doc, hashes } => {
                     self.mark_delivered(doc, hashes)?;
+                }
+                WriteKind::Audit {
+                    doc,
+                    changes,
+                    reason,
+                } => {
+                    self.audit_refused(doc, changes, &format!("{reason:?}"))?;
                 }
                 _ => {}
             }

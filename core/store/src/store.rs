@@ -32,6 +32,8 @@ pub struct Store {
     path: Arc<Path>,
     /// The device of the stored identity: changes it authored are tracked for delivery.
     local_device: Option<DeviceId>,
+    /// `false` only with [`OpenOptions::fsync`]`(false)` (benchmarks): commits never fsync.
+    fsync: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -215,8 +217,12 @@ impl Store {
         //    change as "saved" (device) or sends `Saved` (relay) as soon as a write returns,
         //    so a write that returns must be on disk. The relay pays for it once per batch
         //    (`Store::write`), not once per change.
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql(&path, "set synchronous=FULL", None))?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if options.fsync { "FULL" } else { "OFF" },
+        )
+        .map_err(sql(&path, "set synchronous", None))?;
         // Negative: a size in KiB. The cache grows only as pages are read, so a small
         // device store never uses it all; a 30k-change document loads ~25% faster when it fits.
         conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))
@@ -270,6 +276,7 @@ impl Store {
             conn,
             path,
             local_device: None,
+            fsync: options.fsync,
         };
         store.local_device = store.identity()?.map(|i| i.device_id());
         Ok(store)
@@ -279,8 +286,13 @@ impl Store {
     /// [`Store::apply_received_writes`] turns it off, for one batch.
     pub(crate) fn set_fsync_on_commit(&self, fsync: bool) -> Result<(), StoreError> {
         let path = self.path.clone();
+        let mode = match (self.fsync, fsync) {
+            (false, _) => "OFF",
+            (true, true) => "FULL",
+            (true, false) => "NORMAL",
+        };
         self.conn
-            .pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })
+            .pragma_update(None, "synchronous", mode)
             .map_err(sql(&path, "set synchronous", None))
     }
 
@@ -1149,6 +1161,50 @@ impl Store {
         tx.commit().map_err(sql(path, "commit reject", Some(doc)))?;
         tracing::info!(%doc, removed = removed.len(), reason, "rejected changes");
         Ok(removed.into_iter().map(|(h, _)| h).collect())
+    }
+
+    /// Keep changes that were refused on arrival (never applied, never stored in `changes`) in
+    /// the `rejected` audit table, with their bytes, author and signature: e.g. edits by a
+    /// device or member removed from the class ("removal wins": hidden, kept for audit). The
+    /// first record of a hash is kept.
+    pub fn audit_refused(
+        &mut self,
+        doc: &DocId,
+        changes: &[SignedChange],
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = &self.path;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(path, "begin audit", Some(doc)))?;
+        let id = ensure_doc(&tx, path, doc)?;
+        let at = now_ms();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO rejected (doc, hash, author, signature, bytes, reason, rejected_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (doc, hash) DO NOTHING",
+                )
+                .map_err(sql(path, "prepare audit of refused changes", Some(doc)))?;
+            for c in changes {
+                stmt.execute(params![
+                    id,
+                    &c.hash.0[..],
+                    &c.author.0[..],
+                    &c.signature.0[..],
+                    &c.bytes[..],
+                    reason,
+                    at
+                ])
+                .map_err(sql(path, "record refused change", Some(doc)))?;
+            }
+        }
+        tx.commit().map_err(sql(path, "commit audit", Some(doc)))?;
+        Ok(())
     }
 
     /// Whether change `hash` of `doc` was rejected (the sync engine refuses it if it arrives

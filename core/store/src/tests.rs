@@ -97,3 +97,22 @@ fn received_writes_skip_fsync_for_one_batch_only() {
     store.set_fsync_on_commit(true).unwrap();
     assert_eq!(sync(&store), 2);
 }
+
+#[test]
+fn fsync_off_is_synchronous_off_and_stays_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let store = Store::open_with(&path, &crate::OpenOptions::new().fsync(false)).unwrap();
+    let sync = |s: &Store| -> i64 {
+        s.connection()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(sync(&store), 0, "OFF with fsync(false)");
+    // A received batch must not turn fsync back on for a store opened without it.
+    store.set_fsync_on_commit(true).unwrap();
+    assert_eq!(sync(&store), 0);
+    // The default stays FULL.
+    let other = Store::open(&path).unwrap();
+    assert_eq!(sync(&other), 2);
+}

@@ -201,6 +201,7 @@ pub struct OpenOptions {
     pub(crate) busy_timeout: Duration,
     pub(crate) integrity_check: bool,
     pub(crate) cache_kib: u32,
+    pub(crate) fsync: bool,
 }
 
 impl Default for OpenOptions {
@@ -209,6 +210,7 @@ impl Default for OpenOptions {
             busy_timeout: Duration::from_secs(5),
             integrity_check: true,
             cache_kib: 16 * 1024,
+            fsync: true,
         }
     }
 }
@@ -241,6 +243,16 @@ impl OpenOptions {
     /// tooling instead.
     pub fn integrity_check(mut self, check: bool) -> Self {
         self.integrity_check = check;
+        self
+    }
+
+    /// **Unsafe for production; benchmarks only.** With `false`, commits never fsync
+    /// (`synchronous=OFF`): a write that returned `Ok` may be lost — or the file damaged — on a
+    /// power cut or OS crash, so "saved" no longer means on disk. Default `true`
+    /// (`synchronous=FULL`). Exists to measure the relay with durability off against servers
+    /// that acknowledge nothing durably.
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
         self
     }
 }

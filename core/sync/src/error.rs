@@ -39,6 +39,9 @@ pub enum SyncError {
     /// The class is not known on this node.
     #[error("unknown class {0}")]
     UnknownClass(homeroom_core::ClassId),
+    /// An invite cannot be redeemed (expired, used, unknown).
+    #[error(transparent)]
+    Invite(#[from] homeroom_core::invite::InviteError),
     /// The session does not exist (already closed).
     #[error("no such session {0}")]
     NoSuchSession(u64),

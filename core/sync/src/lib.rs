@@ -17,6 +17,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod node;
 mod replica;

@@ -33,6 +33,9 @@ use crate::error::SyncError;
 use crate::replica::{IncomingChange, Replica};
 use crate::write::{NodeEvent, StorageWrite, WriteId};
 
+mod join;
+mod peer;
+
 /// Identifies one session (one connected peer) within a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
@@ -50,6 +53,9 @@ enum Side {
     Relay,
     /// We are a device; the peer is a relay (or a hub device).
     Device,
+    /// LAN: we are a device and so is the peer; each authenticates and checks the other
+    /// (see `node/peer.rs`).
+    Peer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +96,26 @@ pub struct SyncNode {
     closes: VecDeque<(SessionId, String)>,
     /// Sessions that sent changes to a document and await `Saved` once they are durable.
     awaiting_saved: HashMap<DocId, BTreeSet<SessionId>>,
+    /// State of LAN peer sessions.
+    lan: peer::LanState,
+    /// Relay: guest (joining) and removed sessions' extra rights.
+    joins: join::JoinState,
+    /// Device: invites being redeemed, by class.
+    pending_joins: BTreeMap<ClassId, PendingJoin>,
+}
+
+/// Device side: an invite this device is redeeming.
+struct PendingJoin {
+    /// The invite secret (derives the invite key).
+    secret: [u8; 16],
+    /// The new member's display name.
+    name: String,
+    /// The redemption change, once written.
+    redeemed: Option<ChangeHash>,
+    /// When the relay first answered "unknown invite" (the roster may not have reached the
+    /// relay yet: the teacher's device uploads it), and when to ask again.
+    unknown_since: Option<i64>,
+    retry_at: Option<i64>,
 }
 
 impl std::fmt::Debug for SyncNode {
@@ -112,6 +138,9 @@ impl SyncNode {
             transmits: VecDeque::new(),
             closes: VecDeque::new(),
             awaiting_saved: HashMap::new(),
+            lan: peer::LanState::default(),
+            joins: join::JoinState::default(),
+            pending_joins: BTreeMap::new(),
         }
     }
 
@@ -248,6 +277,8 @@ impl SyncNode {
         let Some(s) = self.sessions.remove(&session) else {
             return;
         };
+        self.lan.forget(session);
+        self.joins.forget(session);
         for class in &s.classes {
             if let Some(set) = self.class_sessions.get_mut(class) {
                 set.remove(&session);
@@ -269,6 +300,7 @@ impl SyncNode {
 
     /// Deadlines passed: close sessions whose handshake did not complete in time.
     pub fn handle_timeout(&mut self, now: i64) {
+        self.retry_joins(now);
         let expired: Vec<SessionId> = self
             .sessions
             .iter()
@@ -298,6 +330,7 @@ impl SyncNode {
                 Phase::AwaitHello { deadline } | Phase::AwaitWelcome { deadline } => Some(deadline),
                 _ => None,
             })
+            .chain(self.pending_joins.values().filter_map(|j| j.retry_at))
             .min()
     }
 
@@ -407,6 +440,7 @@ impl SyncNode {
         let (side, phase) = (s.side, s.phase);
         match (side, phase, msg) {
             (_, Phase::Closed, _) => Ok(()),
+            (Side::Peer, _, msg) => self.on_peer_message(now, sid, phase, msg),
             (
                 Side::Relay,
                 Phase::AwaitHello { .. },
@@ -437,6 +471,7 @@ impl SyncNode {
                             session: sid,
                             peer: None,
                         });
+                    self.send_joins(sid);
                 }
                 Ok(())
             }
@@ -464,6 +499,19 @@ impl SyncNode {
             }
             (Side::Device, Phase::AwaitWelcome { .. }, _) => {
                 self.fail(sid, ErrorCode::UnexpectedMessage, "expected Welcome", true);
+                Ok(())
+            }
+            (
+                Side::Relay,
+                Phase::Established,
+                Message::Join {
+                    class,
+                    invite,
+                    proof,
+                },
+            ) => self.on_join(now, sid, class, invite, &proof),
+            (Side::Device, Phase::Established, Message::JoinRefused { class, reason }) => {
+                self.on_join_refused(now, class, reason);
                 Ok(())
             }
             (Side::Device, Phase::Established, Message::Catalog { classes }) => {
@@ -564,6 +612,7 @@ impl SyncNode {
         for class in &enrolled {
             catalog.push(self.class_catalog(*class, &device, theirs.get(class))?);
         }
+        catalog.extend(self.removed_catalog(sid, &device)?);
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.peer = device;
             s.phase = Phase::Established;
@@ -650,6 +699,7 @@ impl SyncNode {
         let device = self.replica.device_id().ok_or(SyncError::NoDeviceKey)?;
         let mut listed = BTreeSet::new();
         for cat in classes {
+            self.on_catalog_entry(cat.class, cat.docs.as_deref());
             listed.insert(cat.class);
             if let Some(s) = self.sessions.get_mut(&sid) {
                 s.classes.insert(cat.class);
@@ -673,6 +723,17 @@ impl SyncNode {
                 continue;
             };
             // Roster first: it decides whether the rest may be verified.
+            // Local edits of documents the relay does not list (this device was removed from
+            // the class, or its roster lags): offer them anyway; the relay decides (a removed
+            // author's edits are refused there and kept for audit).
+            let mut unlisted: Vec<DocId> = self
+                .replica
+                .undelivered()
+                .into_iter()
+                .map(|(d, _)| d)
+                .filter(|d| d.class == cat.class && !docs.iter().any(|x| x.kind == d.kind))
+                .collect();
+            unlisted.dedup();
             let mut order: Vec<DocDigest> = docs;
             order.sort_by_key(|d| d.kind != DocKind::Roster);
             for dd in order {
@@ -691,6 +752,9 @@ impl SyncNode {
                     }
                     self.generate(sid, &doc)?;
                 }
+            }
+            for doc in unlisted {
+                self.generate(sid, &doc)?;
             }
         }
         // Classes the relay does not list: if we founded them, upload the roster.
@@ -713,8 +777,14 @@ impl SyncNode {
         let Some(s) = self.sessions.get(&sid) else {
             return false;
         };
+        if s.side == Side::Peer {
+            return self.peer_may_sync(sid, doc);
+        }
         if s.side == Side::Device {
             // A device syncs only documents of classes it holds; the relay decides the rest.
+            return true;
+        }
+        if self.join_may_upload(sid, doc) {
             return true;
         }
         match self.replica.roster(&doc.class) {
@@ -812,7 +882,11 @@ impl SyncNode {
             }
         };
         let had_changes = !incoming.is_empty();
-        let outcome = self.replica.ingest(&doc, incoming, now)?;
+        let outcome = if side == Some(Side::Peer) {
+            self.peer_ingest(sid, &doc, &message, incoming, now)?
+        } else {
+            self.replica.ingest(&doc, incoming, now)?
+        };
         // We applied (or refused) the changes ourselves: hand automerge the rest of the message.
         // Without the peer's flags automerge never learns it "supports V2", so we only ever
         // send V1 messages (individual, signed changes; no whole-document chunks to inflate).
@@ -847,6 +921,9 @@ impl SyncNode {
             self.fan_out(Some(sid), &doc)?;
             if doc.kind == DocKind::Roster {
                 self.on_roster_changed(doc.class)?;
+                if !self.replica.is_relay() {
+                    self.try_redeem(now, doc.class)?;
+                }
             }
         } else if !had_changes && self.replica.is_relay() {
             // Nothing new: tell a reconnecting device what is durable here.
@@ -855,6 +932,8 @@ impl SyncNode {
         if outcome.applied.is_empty()
             && !outcome.held.is_empty()
             && self.replica.held_missing_deps(&doc).is_empty()
+            // Our own unsent changes (e.g. an invite redemption racing another) must still go.
+            && !self.replica.undelivered().iter().any(|(d, _)| *d == doc)
         {
             // We cannot use these changes until the roster names their author. Replying now would
             // only ask for them again; the roster change re-triggers this document's sync.
@@ -923,6 +1002,21 @@ impl SyncNode {
 
     /// Generate and queue the next sync message for `doc` to session `sid`, if any.
     fn generate(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
+        // A guest or removed device reads only the roster of such a class: for its other
+        // documents it gets sync messages without changes (heads and bloom filter only), so
+        // that it can upload (and the relay refuse and audit) but never read.
+        let upload_only = match self.sessions.get(&sid) {
+            Some(s) => {
+                s.side == Side::Relay
+                    && (self.join_may_upload(sid, doc) || self.is_guest_of(sid, &doc.class))
+                    && !self.join_may_read(sid, doc)
+                    && !self
+                        .replica
+                        .roster(&doc.class)
+                        .is_some_and(|r| r.can_read(&s.peer, &doc.kind))
+            }
+            None => false,
+        };
         match self.sessions.get(&sid) {
             // A device syncs a class's other documents only once the relay has listed the
             // class: before that the relay would answer "no such document" and the
@@ -934,6 +1028,7 @@ impl SyncNode {
             {
                 return Ok(());
             }
+            Some(s) if s.side == Side::Peer && !self.peer_may_offer(sid, doc) => return Ok(()),
             Some(s) if s.phase == Phase::Established => {}
             _ => return Ok(()),
         }
@@ -946,7 +1041,7 @@ impl SyncNode {
         };
         let missing = self.replica.held_missing_deps(doc);
         let am = self.replica.document_mut(doc)?;
-        let message = match am.generate_sync_message(&mut pd.state) {
+        let mut message = match am.generate_sync_message(&mut pd.state) {
             Some(mut m) => {
                 for h in &missing {
                     if !m.need.contains(h) {
@@ -968,6 +1063,9 @@ impl SyncNode {
             },
             None => return Ok(()),
         };
+        if upload_only {
+            message.changes = ChunkList::empty();
+        }
         let signatures = self.signatures_for(doc, &message);
         self.transmits.push_back((
             sid,
@@ -985,11 +1083,17 @@ impl SyncNode {
         message
             .changes
             .iter()
-            .filter_map(|chunk| Change::try_from(chunk).ok())
-            .filter_map(|c| {
-                let sig = self.replica.signature(doc, &c.hash())?;
+            .filter_map(|chunk| {
+                // Fast path: a plain change chunk's hash is SHA-256 over its bytes after the
+                // magic and checksum. A wrong guess only misses the lookup (SHA-256 does not
+                // collide), and then the chunk is parsed — parsing every change for every
+                // session was a visible share of a relay's fan-out.
+                let hash = chunk_hash_guess(chunk)
+                    .filter(|h| self.replica.signature(doc, h).is_some())
+                    .or_else(|| Change::try_from(chunk).ok().map(|c| c.hash()))?;
+                let sig = self.replica.signature(doc, &hash)?;
                 Some(SignatureEntry {
-                    hash: c.hash().0,
+                    hash: hash.0,
                     signature: Sig64(sig.0),
                 })
             })
@@ -1045,6 +1149,8 @@ impl SyncNode {
                     self.generate(sid, &doc)?;
                 }
             }
+            // LAN peers: documents both may now read start syncing.
+            self.peer_roster_changed(class)?;
             return Ok(());
         }
         let sids: Vec<SessionId> = self
@@ -1074,7 +1180,17 @@ impl SyncNode {
                     },
                 ));
                 self.push_not_yet_durable(sid, class, &peer)?;
+                // A guest whose invite was just redeemed is now a member.
+                self.end_guest(sid, &class);
+            } else if !enrolled && self.is_guest_of(sid, &class) {
+                // Joining: keeps reading the roster until its redemption lands.
+                continue;
             } else if !enrolled && (following || founded_here) {
+                let removed = following
+                    && self
+                        .replica
+                        .roster(&class)
+                        .is_some_and(|r| r.devices.contains_key(&peer));
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.classes.remove(&class);
                     s.docs.retain(|d, _| d.class != class);
@@ -1086,7 +1202,19 @@ impl SyncNode {
                     .sessions
                     .get(&sid)
                     .is_some_and(|s| s.classes.is_empty());
-                if none_left && !founded_here {
+                if removed {
+                    // Revoked device or removed member: send it the roster (so it learns of
+                    // its removal), then close the connection. What it uploads afterwards is
+                    // refused and kept for audit.
+                    self.mark_removed(sid, class);
+                    self.generate(sid, &DocId::new(class, DocKind::Roster))?;
+                    self.fail(
+                        sid,
+                        ErrorCode::NotEnrolled,
+                        &format!("this device was removed from class {class}"),
+                        true,
+                    );
+                } else if none_left && !founded_here {
                     self.fail(
                         sid,
                         ErrorCode::NotEnrolled,
@@ -1276,6 +1404,18 @@ impl SyncNode {
 }
 
 /// Pull the changes out of a (V1) automerge sync message and pair them with their signatures.
+/// The hash a plain Automerge change chunk has if its header is canonical: SHA-256 over
+/// everything after the 4 magic bytes and the 4 checksum bytes (chunk type, LEB128 length,
+/// data). `None` if the chunk is too short to be one.
+fn chunk_hash_guess(chunk: &[u8]) -> Option<ChangeHash> {
+    use sha2::{Digest, Sha256};
+    let body = chunk.get(8..)?;
+    if body.is_empty() {
+        return None;
+    }
+    Some(ChangeHash(Sha256::digest(body).into()))
+}
+
 fn extract_changes(
     message: &sync::Message,
     signatures: &[SignatureEntry],
@@ -1297,4 +1437,28 @@ fn extract_changes(
         out.push(IncomingChange { change, signature });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod chunk_hash_tests {
+    use super::*;
+    use homeroom_core::automerge::transaction::Transactable;
+    use homeroom_core::automerge::{ROOT, ScalarValue};
+
+    #[test]
+    fn the_guessed_hash_of_a_plain_change_chunk_is_its_hash() {
+        let mut am = Automerge::new();
+        for i in 0..3i64 {
+            let mut tx = am.transaction();
+            tx.put(ROOT, "k", ScalarValue::Int(i)).unwrap();
+            // A long value so that automerge would consider compressing the change.
+            tx.put(ROOT, format!("long{i}"), "x".repeat(600)).unwrap();
+            tx.commit();
+        }
+        for c in am.get_changes(&[]) {
+            let bytes = c.raw_bytes().to_vec();
+            assert_eq!(chunk_hash_guess(&bytes), Some(c.hash()));
+        }
+        assert_eq!(chunk_hash_guess(&[0u8; 8]), None);
+    }
 }

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use homeroom_core::automerge::transaction::{CommitOptions, Transaction};
 use homeroom_core::automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
 use homeroom_core::identity::{self, actor_for};
+use homeroom_core::invite::{self, InviteError};
 use homeroom_core::roster::{self, RosterIndex};
 use homeroom_core::{
     ChangeSignature, ClassId, DeviceId, DeviceKey, DocId, DocKind, MemberId, ModelError,
@@ -202,6 +203,19 @@ impl Replica {
             .get(device)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// The classes whose roster knows `device` but no longer lets it act (device revoked or
+    /// member removed).
+    pub fn classes_where_removed(&self, device: &DeviceId) -> Vec<ClassId> {
+        let mut v: Vec<ClassId> = self
+            .rosters
+            .iter()
+            .filter(|(_, r)| r.devices.contains_key(device) && r.member_of(device).is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        v.sort();
+        v
     }
 
     /// Whether `device` appears in the roster of `class` at all (even revoked): used to tell a
@@ -411,6 +425,28 @@ impl Replica {
         incoming: Vec<IncomingChange>,
         now_ms: i64,
     ) -> Result<IngestOutcome, SyncError> {
+        self.ingest_checked(doc_id, incoming, now_ms, false)
+    }
+
+    /// Like [`Replica::ingest`] on a device, for changes from a LAN peer whose roster this
+    /// device has caught up with: a change by a device the roster knows but does not allow is
+    /// rejected for good (as the relay does), not held — no relay checked it before us.
+    pub fn ingest_from_peer(
+        &mut self,
+        doc_id: &DocId,
+        incoming: Vec<IncomingChange>,
+        now_ms: i64,
+    ) -> Result<IngestOutcome, SyncError> {
+        self.ingest_checked(doc_id, incoming, now_ms, true)
+    }
+
+    fn ingest_checked(
+        &mut self,
+        doc_id: &DocId,
+        incoming: Vec<IncomingChange>,
+        now_ms: i64,
+        refuse_denied: bool,
+    ) -> Result<IngestOutcome, SyncError> {
         let strict = self.is_relay();
         let limits = self.limits.clone();
         let class = doc_id.class;
@@ -420,6 +456,7 @@ impl Replica {
         let batch = order_by_deps(incoming);
 
         let mut accepted: Vec<(Change, DeviceId, ChangeSignature)> = Vec::new();
+        let mut audited: Vec<SignedChange> = Vec::new();
         let mut batch_rejected: HashSet<ChangeHash> = HashSet::new();
         for inc in batch {
             let hash = inc.change.hash();
@@ -471,7 +508,22 @@ impl Replica {
             };
             let author = verified.author;
             let change = verified.change;
-            match self.authorize(doc_id, &change, &author) {
+            match self.authorize(doc_id, &change, &author, now_ms) {
+                Authorization::Refused(reason) => {
+                    outcome.rejected.push((hash, reason));
+                    batch_rejected.insert(hash);
+                }
+                Authorization::Audit(reason) => {
+                    // Removal wins: refused for good, kept (bytes and signature) for audit.
+                    audited.push(SignedChange {
+                        hash,
+                        author,
+                        bytes: change.raw_bytes().to_vec(),
+                        signature,
+                    });
+                    outcome.rejected.push((hash, reason));
+                    batch_rejected.insert(hash);
+                }
                 Authorization::Allowed => {
                     if is_roster {
                         // Apply roster changes one by one: each may grant the next its right.
@@ -500,7 +552,9 @@ impl Replica {
                     accepted.push((change, author, signature));
                     outcome.applied.push(hash);
                 }
-                Authorization::Denied if strict && self.is_known_device(&class, &author) => {
+                Authorization::Denied
+                    if (strict || refuse_denied) && self.is_known_device(&class, &author) =>
+                {
                     let archived = self
                         .rosters
                         .get(&class)
@@ -564,6 +618,18 @@ impl Replica {
                 self.recheck_held(class, now_ms)?;
             }
         }
+        if let Some((_, reason)) = outcome
+            .rejected
+            .iter()
+            .find(|(h, _)| audited.iter().any(|a| a.hash == *h))
+        {
+            let reason = *reason;
+            self.queue_write(WriteKind::Audit {
+                doc: *doc_id,
+                changes: audited,
+                reason,
+            });
+        }
         if !outcome.rejected.is_empty() {
             let ds = self.doc_state(doc_id)?;
             for (h, _) in &outcome.rejected {
@@ -605,7 +671,13 @@ impl Replica {
         Ok(())
     }
 
-    fn authorize(&self, doc_id: &DocId, change: &Change, author: &DeviceId) -> Authorization {
+    fn authorize(
+        &self,
+        doc_id: &DocId,
+        change: &Change,
+        author: &DeviceId,
+        now_ms: i64,
+    ) -> Authorization {
         let class = doc_id.class;
         let index = self.rosters.get(&class);
         if doc_id.kind == DocKind::Roster && index.is_none_or(|r| r.members.is_empty()) {
@@ -620,12 +692,253 @@ impl Replica {
                 Authorization::Unknown
             };
         }
-        match index {
-            None => Authorization::Unknown,
-            Some(r) if r.can_write(author, &doc_id.kind) => Authorization::Allowed,
-            Some(r) if r.devices.contains_key(author) => Authorization::Denied,
-            Some(_) => Authorization::Unknown,
+        let Some(r) = index else {
+            return Authorization::Unknown;
+        };
+        if r.can_write(author, &doc_id.kind) {
+            return Authorization::Allowed;
         }
+        if doc_id.kind == DocKind::Roster && r.invites.contains_key(author) {
+            return self.authorize_redemption(doc_id, r, change, author, now_ms);
+        }
+        if doc_id.kind == DocKind::Roster && r.member_of(author).is_some() {
+            // A guardian's roster change: only "an invite for my own second device" is allowed.
+            return self.authorize_self_invite(doc_id, r, change, author);
+        }
+        if let Some(since) = r.inactive_since(author) {
+            // A revoked device or a removed member. The relay refuses everything it receives
+            // from them once it knows (it forwarded nothing of theirs after that); a device
+            // applies what they wrote before the removal and refuses what is dated after it.
+            let before = !self.is_relay()
+                && change.timestamp() <= since
+                && Self::could_write_when_active(r, author, &doc_id.kind);
+            return if before {
+                Authorization::Allowed
+            } else {
+                Authorization::Audit(if r.archived_at.is_some() {
+                    RejectReason::ReadOnly
+                } else {
+                    RejectReason::NotAWriter
+                })
+            };
+        }
+        if r.devices.contains_key(author) {
+            Authorization::Denied
+        } else {
+            Authorization::Unknown
+        }
+    }
+
+    /// Whether `author` could write `kind` if its device and member were still active.
+    fn could_write_when_active(r: &RosterIndex, author: &DeviceId, kind: &DocKind) -> bool {
+        let mut r = r.clone();
+        let Some(d) = r.devices.get_mut(author) else {
+            return false;
+        };
+        d.revoked_at = None;
+        let member = d.member;
+        if let Some(m) = r.members.get_mut(&member) {
+            m.removed_at = None;
+        }
+        r.can_write(author, kind)
+    }
+
+    /// A roster change authored by an invite key: allowed only if its effect is exactly a
+    /// redemption of that invite (see [`invite::check_redemption`]).
+    fn authorize_redemption(
+        &self,
+        doc_id: &DocId,
+        before: &RosterIndex,
+        change: &Change,
+        author: &DeviceId,
+        now_ms: i64,
+    ) -> Authorization {
+        if change.len() > invite::MAX_REDEMPTION_OPS {
+            return Authorization::Refused(RejectReason::InviteMismatch);
+        }
+        let Some(ds) = self.docs.get(doc_id) else {
+            return Authorization::Unknown;
+        };
+        if change
+            .deps()
+            .iter()
+            .any(|d| ds.doc.get_change_by_hash(d).is_none())
+        {
+            // Built on roster changes we do not have yet: wait for them.
+            return Authorization::Unknown;
+        }
+        let mut fork = ds.doc.fork();
+        if fork.apply_changes([change.clone()]).is_err() {
+            return Authorization::Refused(RejectReason::MalformedChange);
+        }
+        let Ok(after) = RosterIndex::read(&fork) else {
+            return Authorization::Refused(RejectReason::InviteMismatch);
+        };
+        let now = self.is_relay().then_some(now_ms);
+        let checked = invite::check_redemption(
+            before,
+            &after,
+            author,
+            change.timestamp(),
+            now,
+            self.limits.max_clock_skew_ms,
+        );
+        if checked.is_err() && !self.is_relay() {
+            // The relay arbitrates: a device holds a redemption it cannot verify yet (e.g. it
+            // redeemed the same invite itself and the relay will refuse its own).
+            return Authorization::Denied;
+        }
+        match invite::check_redemption(
+            before,
+            &after,
+            author,
+            change.timestamp(),
+            now,
+            self.limits.max_clock_skew_ms,
+        ) {
+            Ok(_) => Authorization::Allowed,
+            Err(InviteError::AlreadyUsed) => Authorization::Refused(RejectReason::InviteUsed),
+            Err(InviteError::Expired { .. }) => Authorization::Refused(RejectReason::InviteExpired),
+            Err(InviteError::Unknown) => Authorization::Refused(RejectReason::InviteUnknown),
+            Err(_) => Authorization::Refused(RejectReason::InviteMismatch),
+        }
+    }
+
+    /// A roster change by an active non-staff member: allowed only if it just adds an invite
+    /// for the author's own second device ([`invite::check_self_invite`]).
+    fn authorize_self_invite(
+        &self,
+        doc_id: &DocId,
+        before: &RosterIndex,
+        change: &Change,
+        author: &DeviceId,
+    ) -> Authorization {
+        let refused = if self.is_relay() {
+            Authorization::Refused(RejectReason::NotAWriter)
+        } else {
+            Authorization::Denied
+        };
+        if change.len() > invite::MAX_REDEMPTION_OPS {
+            return refused;
+        }
+        let Some(ds) = self.docs.get(doc_id) else {
+            return Authorization::Unknown;
+        };
+        if change
+            .deps()
+            .iter()
+            .any(|d| ds.doc.get_change_by_hash(d).is_none())
+        {
+            return Authorization::Unknown;
+        }
+        let mut fork = ds.doc.fork();
+        if fork.apply_changes([change.clone()]).is_err() {
+            return Authorization::Refused(RejectReason::MalformedChange);
+        }
+        match RosterIndex::read(&fork) {
+            Ok(after)
+                if invite::check_self_invite(before, &after, author, change.timestamp())
+                    .is_ok() =>
+            {
+                Authorization::Allowed
+            }
+            _ => refused,
+        }
+    }
+
+    /// Guardian: write an invite for this device's member's own second device (no staff
+    /// right needed; every replica checks the change is exactly that).
+    pub fn write_self_invite(
+        &mut self,
+        class: ClassId,
+        invite_id: DeviceId,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<ChangeHash, SyncError> {
+        let me = self.device_id().ok_or(SyncError::NoDeviceKey)?;
+        let doc = DocId::new(class, DocKind::Roster);
+        let (_, hash) = self.edit_inner(&doc, now_ms, false, |tx, roster, device| {
+            let member = roster
+                .member_of(&device)
+                .ok_or_else(|| ModelError::NotAllowed("not an active member".into()))?
+                .id;
+            roster::write_invite(
+                tx,
+                invite_id,
+                invite::InviteRole::AnotherDevice { member },
+                expires_at,
+                me,
+                now_ms,
+            )
+        })?;
+        hash.ok_or_else(|| SyncError::CorruptDocument {
+            doc,
+            reason: "the invite change is empty".into(),
+        })
+    }
+
+    /// Redeem an invite of `class` (device): one roster change authored and signed by the
+    /// invite key that enrolls this device — for a role invite as a new member named `name` —
+    /// and marks the invite used. The roster must already hold the invite (sync it first).
+    pub fn redeem_invite(
+        &mut self,
+        class: ClassId,
+        invite_key: &DeviceKey,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<ChangeHash, SyncError> {
+        let me = self.device_id().ok_or(SyncError::NoDeviceKey)?;
+        let roster_index = self
+            .rosters
+            .get(&class)
+            .ok_or(SyncError::UnknownClass(class))?;
+        let invite_id = invite_key.device_id();
+        let record = invite::check_redeemable(roster_index, &invite_id, now_ms)?.clone();
+        let doc_id = DocId::new(class, DocKind::Roster);
+        let mut suffix = [0u8; identity::ACTOR_SUFFIX_LEN];
+        suffix.copy_from_slice(&blake3::hash(&me.0).as_bytes()[..identity::ACTOR_SUFFIX_LEN]);
+        let invite_actor = actor_for(&invite_id, suffix);
+        let ds = self.doc_state(&doc_id)?;
+        let own_actor = ds.doc.get_actor().clone();
+        ds.doc.set_actor(invite_actor);
+        let mut tx = ds.doc.transaction();
+        let written = roster::redeem_invite(&mut tx, &record, me, name, now_ms);
+        let hash = match written {
+            Ok(_) => tx.commit_with(CommitOptions::default().with_time(now_ms)).0,
+            Err(e) => {
+                tx.rollback();
+                ds.doc.set_actor(own_actor);
+                return Err(e.into());
+            }
+        };
+        ds.doc.set_actor(own_actor);
+        let hash = hash.ok_or_else(|| SyncError::CorruptDocument {
+            doc: doc_id,
+            reason: "the redemption change is empty".into(),
+        })?;
+        let change =
+            ds.doc
+                .get_change_by_hash(&hash)
+                .ok_or_else(|| SyncError::CorruptDocument {
+                    doc: doc_id,
+                    reason: "committed change not found".into(),
+                })?;
+        let signed = SignedChange::sign(invite_key, &doc_id, &change);
+        ds.signatures
+            .insert(hash, (signed.author, signed.signature));
+        // Tracked like an own edit, so the relay's `Saved` reports it delivered.
+        ds.undelivered.insert(hash);
+        let heads = ds.doc.get_heads();
+        self.queue_write_local(
+            WriteKind::Changes {
+                changes: vec![(doc_id, signed)],
+                heads: vec![(doc_id, heads)],
+            },
+            vec![(doc_id, hash)],
+        );
+        self.reindex(class)?;
+        self.events.push_back(NodeEvent::RosterChanged { class });
+        Ok(hash)
     }
 
     fn reindex(&mut self, class: ClassId) -> Result<(), SyncError> {
@@ -643,6 +956,29 @@ impl Replica {
         self.enrollments.retain(|_, s| !s.is_empty());
         self.rosters.insert(class, index);
         Ok(())
+    }
+
+    /// Of `hashes`, the changes of `doc_id` held here whose author may not write the document
+    /// per this replica's current roster: what a device confirms itself before acting on a LAN
+    /// peer's `Reject` (a peer alone cannot make it drop anything).
+    pub fn unauthorized_among(
+        &mut self,
+        doc_id: &DocId,
+        hashes: &[ChangeHash],
+    ) -> Result<Vec<ChangeHash>, SyncError> {
+        let ds = self.doc_state(doc_id)?;
+        let authored: Vec<(ChangeHash, DeviceId)> = hashes
+            .iter()
+            .filter_map(|h| ds.signatures.get(h).map(|(author, _)| (*h, *author)))
+            .collect();
+        let Some(roster) = self.rosters.get(&doc_id.class) else {
+            return Ok(Vec::new());
+        };
+        Ok(authored
+            .into_iter()
+            .filter(|(_, author)| !roster.can_write(author, &doc_id.kind))
+            .map(|(h, _)| h)
+            .collect())
     }
 
     /// Drop changes a peer refused (and everything built on them) from a document, rebuild it
@@ -1063,6 +1399,10 @@ enum Authorization {
     Allowed,
     Denied,
     Unknown,
+    /// Refused for good on every replica, with this reason.
+    Refused(RejectReason),
+    /// Refused for good and kept in the audit table (a removed author).
+    Audit(RejectReason),
 }
 
 /// Order a batch so each change comes after those of its dependencies that are in the batch.

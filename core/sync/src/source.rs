@@ -103,7 +103,7 @@ impl MemorySource {
                     list.retain(|c| !hashes.contains(&c.hash));
                 }
             }
-            WriteKind::Delivered { .. } => {}
+            WriteKind::Delivered { .. } | WriteKind::Audit { .. } => {}
         }
     }
 }

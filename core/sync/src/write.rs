@@ -41,6 +41,16 @@ pub enum WriteKind {
         /// Why.
         reason: RejectReason,
     },
+    /// Changes refused on arrival that must be kept for audit (not applied): e.g. edits by a
+    /// removed member or a revoked device. Stored with their bytes in the audit table.
+    Audit {
+        /// The document.
+        doc: DocId,
+        /// The refused changes, signed as received.
+        changes: Vec<SignedChange>,
+        /// Why.
+        reason: RejectReason,
+    },
     /// Local changes the relay acknowledged as durable.
     Delivered {
         /// The document.
@@ -82,6 +92,20 @@ pub enum NodeEvent {
         reason: RejectReason,
         /// Whether these were this device's own changes that a peer refused.
         ours: bool,
+    },
+    /// Device: the relay enrolled this device in `class` (a pending join completed: the relay
+    /// lists the class's documents, not just its roster).
+    Joined {
+        /// The class.
+        class: ClassId,
+    },
+    /// Device: the relay refused to let this device join `class` with its invite (or refused
+    /// the redemption).
+    JoinRefused {
+        /// The class.
+        class: ClassId,
+        /// Why (`InviteUsed`, `InviteExpired`, `InviteUnknown`, …).
+        reason: RejectReason,
     },
     /// A class became known on this node (first roster seen).
     ClassAdded {

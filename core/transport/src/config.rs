@@ -45,7 +45,7 @@ impl Default for TransportLimits {
 }
 
 impl TransportLimits {
-    fn transport(&self) -> Result<TransportConfig, TransportError> {
+    pub(crate) fn transport(&self) -> Result<TransportConfig, TransportError> {
         let mut t = TransportConfig::default();
         t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_bidi_streams));
         t.max_concurrent_uni_streams(VarInt::from_u32(self.max_uni_streams));

@@ -49,6 +49,14 @@ pub enum TransportError {
     /// The TLS exporter was unavailable.
     #[error("TLS exporter unavailable")]
     Exporter,
+    /// I/O on the TLS-over-TCP fallback (or a LAN socket) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (e.g. "TCP connect 192.0.2.1:4433").
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A socket could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {

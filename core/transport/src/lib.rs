@@ -12,11 +12,16 @@ mod certificate;
 mod config;
 mod error;
 mod framed;
+mod tcp;
 
 pub use certificate::{RelayCertificate, fingerprint_of, parse_fingerprint};
 pub use config::{TransportLimits, client_config, server_config};
 pub use error::TransportError;
 pub use framed::{FramedRecv, FramedSend, exporter};
+pub use tcp::{
+    FrameReader, FrameWriter, TcpTlsStream, accept_tcp, connect_tcp, lan_client_config,
+    tcp_exporter, tcp_server_config,
+};
 
 /// The ALPN protocol id: a relay refuses TLS clients that do not speak it.
 pub const ALPN: &[u8] = b"homeroom/1";
