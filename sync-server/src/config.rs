@@ -9,10 +9,12 @@
 //!
 //! `deploy/relay.example.toml` lists every key with its default; a unit test keeps it in step.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use homeroom_core::MemberId;
 use homeroom_sync::Limits;
 use serde::Deserialize;
 
@@ -67,6 +69,10 @@ pub struct RelayConfig {
     /// UDP address to listen on for QUIC. Default `"0.0.0.0:4433"`. Port 0 picks a free port
     /// (the bound address is printed at start). Environment: `HOMEROOM_LISTEN`; flag `--listen`.
     pub listen: SocketAddr,
+    /// Also accept devices over TLS on TCP, for networks that block UDP: same port number as
+    /// `listen` (over TCP), same certificate, same frames and limits (docs/relay.md, "TCP
+    /// fallback"). Default `true`.
+    pub tcp_fallback: bool,
     /// Folder holding `relay.sqlite3` (the store), `relay-cert.der` and `relay-key.der` (the
     /// certificate devices pin). Created at start if missing. Default `"./homeroom-data"`,
     /// relative to the working directory. Environment: `HOMEROOM_DATA_DIR`; flag `--data-dir`.
@@ -97,6 +103,232 @@ pub struct RelayConfig {
     pub idle_timeout_secs: u64,
     /// Limits on what one device may make the sync engine do.
     pub limits: LimitsConfig,
+    /// The operations HTTP listener (metrics, health).
+    pub http: HttpConfig,
+    /// The notification webhook.
+    pub webhook: WebhookConfig,
+    /// **Benchmarks only — never in production.** `true` opens the store with
+    /// `synchronous=OFF`: commits are not fsynced, so a `Saved` the relay sends may be lost (or
+    /// the store damaged) on a power cut or OS crash. Default `false`. Exists to measure the
+    /// relay with durability off next to servers that acknowledge nothing durably
+    /// (`bench/peers/run.sh`).
+    pub unsafe_no_fsync: bool,
+}
+
+/// The `[http]` table: the Prometheus metrics and health endpoint (`GET /metrics`,
+/// `GET /healthz`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Whether to serve it. Default `false`.
+    pub enabled: bool,
+    /// TCP address to serve it on. Default `"127.0.0.1:9464"` (loopback: scrape it locally).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// The `[webhook]` table: a POST per recipient when something new arrives for them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct WebhookConfig {
+    /// `http://host:port/path` to POST notifications to; empty (the default) turns the hook
+    /// off. Plain HTTP only: point it at a forwarder (push gateway) on this host or network.
+    pub url: String,
+    /// Value of an `Authorization: Bearer …` header sent with every POST; empty (the
+    /// default) sends none.
+    pub bearer_token: String,
+    /// Quiet hours, `"HH:MM-HH:MM"` in the school's local time (may span midnight), during
+    /// which non-urgent notifications are held until the window ends. Empty (the default):
+    /// none.
+    pub quiet_hours: String,
+    /// The school's local time as minutes east of UTC (e.g. `60` for CET). Default `0`.
+    /// Fixed: adjust it at daylight-saving changes.
+    pub utc_offset_minutes: i32,
+    /// Attempts per notification before giving up (backoff 1 s doubling up to 5 min between
+    /// them). Default `8`.
+    pub max_attempts: u32,
+    /// Seconds one POST may take. Default `10`.
+    pub timeout_secs: u64,
+    /// Notifications waiting for delivery (held ones included) before new ones are dropped
+    /// and counted. Default `10000`.
+    pub queue: usize,
+    /// Per-member quiet hours overriding `quiet_hours`: member id (hex, as `admin
+    /// list-devices` prints it) → `"HH:MM-HH:MM"`, or `""` for none. Default: empty.
+    pub member_quiet_hours: BTreeMap<String, String>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            bearer_token: String::new(),
+            quiet_hours: String::new(),
+            utc_offset_minutes: 0,
+            max_attempts: 8,
+            timeout_secs: 10,
+            queue: 10_000,
+            member_quiet_hours: BTreeMap::new(),
+        }
+    }
+}
+
+/// A validated webhook target (see [`WebhookConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WebhookSettings {
+    /// Host (name or IP) to connect to.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Request path (with query), starting with `/`.
+    pub path: String,
+    /// The URL as configured, for logs.
+    pub url: String,
+    /// Bearer token, if any.
+    pub bearer_token: Option<String>,
+    /// Quiet hours as (start, end) minutes after local midnight; `None`: no quiet hours.
+    pub quiet_hours: Option<(u16, u16)>,
+    /// Local time offset east of UTC, in minutes.
+    pub utc_offset_minutes: i32,
+    /// Attempts per notification (≥ 1).
+    pub max_attempts: u32,
+    /// Deadline of one POST.
+    pub timeout: Duration,
+    /// Queue capacity (≥ 1).
+    pub queue: usize,
+    /// Per-member quiet hours (`None`: none for that member), overriding `quiet_hours`.
+    pub member_quiet_hours: HashMap<MemberId, Option<(u16, u16)>>,
+}
+
+/// Parse a quiet-hours window `"HH:MM-HH:MM"` (two different times) into minutes after
+/// midnight; `Ok(None)` for an empty string.
+fn parse_window(key: &'static str, text: &str) -> Result<Option<(u16, u16)>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let parse = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    match text
+        .split_once('-')
+        .and_then(|(a, b)| Some((parse(a)?, parse(b)?)))
+    {
+        Some((a, b)) if a != b => Ok(Some((a, b))),
+        _ => Err(ConfigError::Invalid {
+            key,
+            reason: format!("{text:?} is not \"HH:MM-HH:MM\" with two different times"),
+        }),
+    }
+}
+
+impl WebhookConfig {
+    /// Validate; `Ok(None)` when the hook is off.
+    fn into_settings(self) -> Result<Option<WebhookSettings>, ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        if self.url.is_empty() {
+            return Ok(None);
+        }
+        let Some(rest) = self.url.strip_prefix("http://") else {
+            return Err(invalid(
+                "webhook.url",
+                format!(
+                    "{:?}: only http:// URLs are supported; point it at a forwarder (see \
+                     docs/operations.md, notification webhook)",
+                    self.url
+                ),
+            ));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
+        };
+        let bad_url = || {
+            invalid(
+                "webhook.url",
+                format!("{:?} is not http://host[:port]/path", self.url),
+            )
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(bad_url)?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse::<u16>().map_err(|_| bad_url())?,
+                None if after.is_empty() => 80,
+                None => return Err(bad_url()),
+            };
+            (h, port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad_url())?),
+                None => (authority, 80),
+            }
+        };
+        if host.is_empty() || host.contains(['@', ' ']) || path.contains([' ', '\r', '\n']) {
+            return Err(bad_url());
+        }
+        if self.bearer_token.contains(['\r', '\n']) {
+            return Err(invalid(
+                "webhook.bearer_token",
+                "must be one line".to_string(),
+            ));
+        }
+        let quiet_hours = parse_window("webhook.quiet_hours", &self.quiet_hours)?;
+        let mut member_quiet_hours = HashMap::new();
+        for (member, window) in &self.member_quiet_hours {
+            let id = member.parse::<MemberId>().map_err(|_| {
+                invalid(
+                    "webhook.member_quiet_hours",
+                    format!("{member:?} is not a member id (see `admin list-devices`)"),
+                )
+            })?;
+            member_quiet_hours.insert(id, parse_window("webhook.member_quiet_hours", window)?);
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.utc_offset_minutes) {
+            return Err(invalid(
+                "webhook.utc_offset_minutes",
+                format!("{} is outside -840..=840", self.utc_offset_minutes),
+            ));
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(invalid(
+                "webhook.max_attempts",
+                format!("{} is outside 1..=100", self.max_attempts),
+            ));
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 300 {
+            return Err(invalid(
+                "webhook.timeout_secs",
+                format!("{} is outside 1..=300", self.timeout_secs),
+            ));
+        }
+        if self.queue == 0 {
+            return Err(invalid("webhook.queue", "must be at least 1".to_string()));
+        }
+        Ok(Some(WebhookSettings {
+            host: host.to_string(),
+            port,
+            path,
+            url: self.url.clone(),
+            bearer_token: (!self.bearer_token.is_empty()).then_some(self.bearer_token),
+            quiet_hours,
+            utc_offset_minutes: self.utc_offset_minutes,
+            max_attempts: self.max_attempts,
+            timeout: Duration::from_secs(self.timeout_secs),
+            queue: self.queue,
+            member_quiet_hours,
+        }))
+    }
 }
 
 /// The `[limits]` table: a subset of the sync engine's [`Limits`].
@@ -123,6 +355,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            tcp_fallback: true,
             data_dir: PathBuf::from("./homeroom-data"),
             certificate_names: vec!["homeroom-relay".into(), "localhost".into()],
             log_format: LogFormat::Text,
@@ -133,6 +366,9 @@ impl Default for RelayConfig {
             handshake_timeout_secs: 10,
             idle_timeout_secs: 60,
             limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
+            webhook: WebhookConfig::default(),
+            unsafe_no_fsync: false,
         }
     }
 }
@@ -292,8 +528,11 @@ impl RelayConfig {
             },
             max_held_changes,
         };
+        let http = self.http.enabled.then_some(self.http.listen);
+        let webhook = self.webhook.into_settings()?;
         Ok(RelaySettings {
             listen: self.listen,
+            tcp_fallback: self.tcp_fallback,
             data_dir: self.data_dir,
             certificate_names: self.certificate_names,
             log_format: self.log_format,
@@ -304,6 +543,9 @@ impl RelayConfig {
             handshake_timeout,
             idle_timeout,
             engine,
+            http,
+            webhook,
+            store_fsync: !self.unsafe_no_fsync,
         })
     }
 }
@@ -315,6 +557,8 @@ impl RelayConfig {
 pub struct RelaySettings {
     /// UDP address to bind.
     pub listen: SocketAddr,
+    /// Whether the TLS-over-TCP fallback listener runs (same port number, TCP).
+    pub tcp_fallback: bool,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Names for a newly generated certificate.
@@ -335,6 +579,12 @@ pub struct RelaySettings {
     pub idle_timeout: Duration,
     /// The sync engine's limits.
     pub engine: Limits,
+    /// Where to serve `/metrics` and `/healthz`; `None`: not served.
+    pub http: Option<SocketAddr>,
+    /// The notification webhook; `None`: off.
+    pub webhook: Option<WebhookSettings>,
+    /// Whether store commits fsync (`false` only with the bench-only `unsafe_no_fsync`).
+    pub store_fsync: bool,
 }
 
 impl Default for RelaySettings {
@@ -347,6 +597,7 @@ impl Default for RelaySettings {
                 let c = RelayConfig::default();
                 RelaySettings {
                     listen: c.listen,
+                    tcp_fallback: c.tcp_fallback,
                     data_dir: c.data_dir,
                     certificate_names: c.certificate_names,
                     log_format: c.log_format,
@@ -357,6 +608,9 @@ impl Default for RelaySettings {
                     handshake_timeout: Duration::from_secs(c.handshake_timeout_secs),
                     idle_timeout: Duration::from_secs(c.idle_timeout_secs),
                     engine: Limits::default(),
+                    http: None,
+                    webhook: None,
+                    store_fsync: !c.unsafe_no_fsync,
                 }
             }
         }
@@ -394,6 +648,16 @@ mod tests {
     }
 
     #[test]
+    fn unsafe_no_fsync_turns_store_fsync_off() {
+        assert!(parse("").unwrap().into_settings().unwrap().store_fsync);
+        let s = parse("unsafe_no_fsync = true")
+            .unwrap()
+            .into_settings()
+            .unwrap();
+        assert!(!s.store_fsync);
+    }
+
+    #[test]
     fn empty_file_is_the_default() {
         assert_eq!(parse("").unwrap(), RelayConfig::default());
         assert!(RelayConfig::default().into_settings().is_ok());
@@ -406,6 +670,7 @@ mod tests {
         // Every key of the schema appears (uncommented) in the example.
         for key in [
             "listen",
+            "tcp_fallback",
             "data_dir",
             "certificate_names",
             "log_format",
@@ -415,6 +680,7 @@ mod tests {
             "outbound_queue",
             "handshake_timeout_secs",
             "idle_timeout_secs",
+            "unsafe_no_fsync",
             "[limits]",
             "max_change_bytes",
             "max_changes_per_message",
@@ -422,6 +688,17 @@ mod tests {
             "max_new_classes_per_session",
             "max_clock_skew_secs",
             "max_held_changes",
+            "[http]",
+            "enabled",
+            "[webhook]",
+            "url",
+            "bearer_token",
+            "quiet_hours",
+            "utc_offset_minutes",
+            "max_attempts",
+            "timeout_secs",
+            "queue",
+            "[webhook.member_quiet_hours]",
         ] {
             assert!(
                 text.lines().any(|l| l.trim_start().starts_with(key)),
@@ -452,6 +729,28 @@ mod tests {
             ("max_frame_bytes = 8192", "limits.max_change_bytes"),
             ("certificate_names = [\"\"]", "certificate_names"),
             ("data_dir = \"\"", "data_dir"),
+            ("[webhook]\nurl = \"https://x/y\"", "webhook.url"),
+            ("[webhook]\nurl = \"http://x:99999/\"", "webhook.url"),
+            (
+                "[webhook]\nurl = \"http://x/\"\nquiet_hours = \"21:00\"",
+                "webhook.quiet_hours",
+            ),
+            (
+                "[webhook]\nurl = \"http://x/\"\nquiet_hours = \"25:00-07:00\"",
+                "webhook.quiet_hours",
+            ),
+            (
+                "[webhook]\nurl = \"http://x/\"\nutc_offset_minutes = 9999",
+                "webhook.utc_offset_minutes",
+            ),
+            (
+                "[webhook]\nurl = \"http://x/\"\nmax_attempts = 0",
+                "webhook.max_attempts",
+            ),
+            (
+                "[webhook]\nurl = \"http://x/\"\n[webhook.member_quiet_hours]\nzz = \"\"",
+                "webhook.member_quiet_hours",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(text).unwrap().into_settings().unwrap_err();
@@ -476,5 +775,34 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.engine.max_new_classes_per_session, 0);
         assert_eq!(s.store_path(), PathBuf::from("/tmp/x/relay.sqlite3"));
+    }
+
+    #[test]
+    fn webhook_and_http_settings() {
+        let s = parse(
+            "[http]\nenabled = true\n[webhook]\nurl = \"http://127.0.0.1:8080/notify?x=1\"\n\
+             quiet_hours = \"21:30-06:45\"\nutc_offset_minutes = 60\n",
+        )
+        .unwrap()
+        .into_settings()
+        .unwrap();
+        assert_eq!(s.http, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+        let w = s.webhook.unwrap();
+        assert_eq!(
+            (w.host.as_str(), w.port, w.path.as_str()),
+            ("127.0.0.1", 8080, "/notify?x=1")
+        );
+        assert_eq!(w.quiet_hours, Some((21 * 60 + 30, 6 * 60 + 45)));
+        let member = "0011223344556677";
+        let s = parse(&format!(
+            "[webhook]\nurl = \"http://h/\"\n[webhook.member_quiet_hours]\n\"{member}\" = \"\"\n"
+        ))
+        .unwrap()
+        .into_settings()
+        .unwrap();
+        let id: MemberId = member.parse().unwrap();
+        assert_eq!(s.webhook.unwrap().member_quiet_hours.get(&id), Some(&None));
+        assert!(RelaySettings::default().webhook.is_none());
+        assert!(RelaySettings::default().http.is_none());
     }
 }

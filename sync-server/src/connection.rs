@@ -40,6 +40,9 @@ pub mod close_code {
     pub const INTERNAL: u32 = 4;
     /// A second stream was refused (stream-level reset code, not a connection close).
     pub const STREAM_REFUSED: u32 = 5;
+    /// The device was revoked or its member removed from a class it followed (the relay
+    /// sent `Error { NotEnrolled }` and the roster change first).
+    pub const REMOVED: u32 = 6;
 }
 
 /// How long the relay waits, after its last frame, for the peer to close the connection
@@ -105,6 +108,7 @@ pub(crate) async fn run(
 ) {
     let addr = incoming.remote_address();
     let span = tracing::info_span!("conn", id = id.0, peer = %addr);
+    let _open = crate::metrics::ConnectionGuard::new();
     serve(incoming, id, addr, hub, settings)
         .instrument(span)
         .await;

@@ -125,6 +125,7 @@ pub(crate) fn spawn(
     writes: std::sync::mpsc::Sender<StorageWrite>,
     durable: mpsc::UnboundedReceiver<Vec<WriteId>>,
     outbound_queue: usize,
+    notifier: Option<crate::webhook::Notifier>,
 ) -> std::io::Result<HubHandle> {
     let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (exit_tx, exited) = oneshot::channel();
@@ -136,8 +137,14 @@ pub(crate) fn spawn(
                 .build()
             {
                 Ok(rt) => {
-                    let hub = Hub::new(node, writes, outbound_queue);
-                    rt.block_on(hub.run(inbox_rx, durable))
+                    let mut hub = Hub::new(node, writes, outbound_queue);
+                    hub.notifier = notifier;
+                    let metrics = crate::metrics::global();
+                    metrics.set_classes(hub.node.replica().classes().len());
+                    metrics.set_hub_running(true);
+                    let result = rt.block_on(hub.run(inbox_rx, durable));
+                    metrics.set_hub_running(false);
+                    result
                 }
                 Err(e) => Err(HubError::Runtime(e)),
             };
@@ -203,6 +210,10 @@ struct Hub {
     evict_later: HashSet<DocId>,
     /// Set once shutdown began; answered when every write is durable.
     stopping: Option<Option<oneshot::Sender<()>>>,
+    /// The notification webhook, when configured.
+    notifier: Option<crate::webhook::Notifier>,
+    /// The device whose message is being handled (the author of `DocumentChanged`).
+    sender: Option<DeviceId>,
 }
 
 impl Hub {
@@ -220,6 +231,8 @@ impl Hub {
             followers: HashMap::new(),
             evict_later: HashSet::new(),
             stopping: None,
+            notifier: None,
+            sender: None,
         }
     }
 
@@ -254,6 +267,7 @@ impl Hub {
                 () = sleep_until(wake), if wake.is_some() => self.node.handle_timeout(now_ms()),
             }
             self.drain();
+            self.sender = None;
             if self.stopping.is_some() && !self.node.replica().has_pending_writes() {
                 tracing::info!("shutdown: every write is durable");
                 if let Some(Some(done)) = self.stopping.take() {
@@ -301,6 +315,7 @@ impl Hub {
                 if let Message::Sync { doc, .. } = &msg {
                     self.follow(sid, *doc);
                 }
+                self.sender = self.peers.get(&sid).and_then(|p| p.device);
                 match self.node.handle_message(now, sid, msg) {
                     Ok(()) | Err(SyncError::NoSuchSession(_)) => {}
                     Err(e) => {
@@ -375,7 +390,12 @@ impl Hub {
             }
             while let Some((sid, reason)) = self.node.poll_close() {
                 progressed = true;
-                self.close_session(sid, close_code::PROTOCOL_ERROR, None, &reason);
+                let code = if reason.starts_with("NotEnrolled") {
+                    close_code::REMOVED
+                } else {
+                    close_code::PROTOCOL_ERROR
+                };
+                self.close_session(sid, code, None, &reason);
             }
             while let Some(event) = self.node.poll_event() {
                 self.log_event(event);
@@ -384,6 +404,7 @@ impl Hub {
                 break;
             }
         }
+        crate::metrics::global().set_documents_open(self.followers.len());
     }
 
     fn route(&mut self, sid: SessionId, msg: Message) {
@@ -409,6 +430,7 @@ impl Hub {
         let Some(mut peer) = self.remove_peer(sid) else {
             return;
         };
+        crate::metrics::global().slow_disconnect();
         tracing::warn!(
             session = %sid,
             device = %peer.device_short(),
@@ -511,6 +533,7 @@ impl Hub {
                     return;
                 };
                 p.device = peer;
+                crate::metrics::global().session_established();
                 tracing::info!(
                     session = %session,
                     device = %p.device_short(),
@@ -540,11 +563,24 @@ impl Hub {
                 reason,
                 ..
             } => {
+                crate::metrics::global().rejected(&format!("{reason:?}"), hashes.len());
                 tracing::warn!(%doc, changes = hashes.len(), ?reason, "changes rejected");
             }
-            NodeEvent::ClassAdded { class } => tracing::info!(%class, "class added"),
+            NodeEvent::ClassAdded { class } => {
+                crate::metrics::global().set_classes(self.node.replica().classes().len());
+                tracing::info!(%class, "class added");
+            }
             NodeEvent::RosterChanged { class } => tracing::info!(%class, "roster changed"),
-            NodeEvent::DocumentChanged { doc } => tracing::debug!(%doc, "document changed"),
+            NodeEvent::DocumentChanged { doc } => {
+                tracing::debug!(%doc, "document changed");
+                if let Some(notifier) = &self.notifier {
+                    let replica = self.node.replica();
+                    if let Some(roster) = replica.roster(&doc.class) {
+                        let content = replica.loaded_document(&doc);
+                        notifier.document_changed(roster, doc, content, self.sender, now_ms());
+                    }
+                }
+            }
             other => tracing::debug!(event = ?other, "engine event"),
         }
     }

@@ -31,6 +31,12 @@
 //! - [`store`]: the [`RelayStore`] seam (SQLite today, PostgreSQL later).
 //! - [`Server`]: wires it together and shuts it down gracefully (stop accepting, close
 //!   sessions, flush every write, close the endpoint).
+//! - [`metrics`] and [`http`]: process-wide counters updated where events happen, served as
+//!   Prometheus text with a health check on an optional loopback HTTP listener.
+//! - [`webhook`]: the notification hook (a POST per recipient, quiet hours, retries), fed by
+//!   the hub without ever blocking it.
+//! - [`admin`]: the `homeroom-relay admin` operations — online backup and restore, listing,
+//!   class export, and the school's admin device that founds classes through the relay.
 //! - `stateless_reset`: QUIC reset key derived from the kept certificate key, so devices
 //!   connected to a crashed or restarted relay learn it at their next packet and reconnect,
 //!   instead of waiting out the idle timeout.
@@ -46,19 +52,24 @@
 //! - Hostile input ends at most the connection that sent it.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod config;
 mod connection;
+pub mod http;
 mod hub;
+pub mod metrics;
 mod server;
 mod stateless_reset;
 pub mod store;
+mod tcp;
+pub mod webhook;
 mod writer;
 
 pub use config::{ConfigError, LogFormat, Overrides, RelayConfig, RelaySettings};
 pub use connection::close_code;
 pub use hub::HubError;
 pub use server::{Server, ServerError};
-pub use store::{RelayStore, open_sqlite};
+pub use store::{RelayStore, open_sqlite, open_sqlite_with};
 
 /// File names inside the data directory.
 pub mod files {

@@ -9,9 +9,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use homeroom_relay::files::CERTIFICATE_FILE;
-use homeroom_relay::{LogFormat, Overrides, RelayConfig, RelaySettings, Server, open_sqlite};
+use homeroom_relay::{LogFormat, Overrides, RelayConfig, RelaySettings, Server, open_sqlite_with};
 use homeroom_transport::{RelayCertificate, fingerprint_of};
 use tracing_subscriber::EnvFilter;
+
+mod admin_cli;
 
 /// Homeroom relay: syncs class notebooks between devices over QUIC and keeps them durably.
 ///
@@ -38,12 +40,15 @@ struct Cli {
     log_format: Option<LogFormat>,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Run the relay until SIGTERM or SIGINT (the default).
     Serve,
     /// Print the SHA-256 fingerprint of the kept certificate (hex) and exit.
     Fingerprint,
+    /// Administer the school: classes, invites, devices, exports, backup and restore.
+    #[command(subcommand)]
+    Admin(admin_cli::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +80,7 @@ fn run(cli: Cli, logging: &mut bool) -> anyhow::Result<()> {
     let settings = config.into_settings()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Fingerprint => print_fingerprint(&settings.data_dir),
+        Command::Admin(cmd) => admin_cli::run(cmd, &settings),
         Command::Serve => {
             init_logging(settings.log_format);
             *logging = true;
@@ -128,8 +134,13 @@ async fn serve(settings: RelaySettings) -> anyhow::Result<()> {
     create_private_dir(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let store_path = settings.store_path();
-    let (reader, writer) = open_sqlite(&store_path)
+    let (reader, writer) = open_sqlite_with(&store_path, settings.store_fsync)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    if !settings.store_fsync {
+        tracing::warn!(
+            "unsafe_no_fsync is on: store commits are not fsynced; acknowledged changes can be lost on a crash (benchmarks only)"
+        );
+    }
     let (cert, generated) = RelayCertificate::load_or_generate(dir, &settings.certificate_names)
         .context("cannot load or generate the certificate")?;
     let fingerprint = cert.fingerprint_hex();
@@ -141,9 +152,27 @@ async fn serve(settings: RelaySettings) -> anyhow::Result<()> {
 
     // Install the handlers before announcing the address, so no signal is missed.
     let mut signals = Signals::new().context("cannot install signal handlers")?;
+    // The operations listener first: a bad `http.listen` fails before devices are served.
+    let _http = match settings.http {
+        Some(http_addr) => {
+            let http = homeroom_relay::http::HttpServer::start(http_addr).await?;
+            let bound = http.local_addr();
+            println!("metrics on http://{bound}/metrics, health on http://{bound}/healthz");
+            tracing::info!(addr = %bound, "serving /metrics and /healthz");
+            Some(http)
+        }
+        None => None,
+    };
+    if let Some(w) = &settings.webhook {
+        tracing::info!(url = %w.url, quiet_hours = ?w.quiet_hours, "notification webhook on");
+    }
     let mut server = Server::start(&settings, reader, writer, &cert)?;
     let addr = server.local_addr();
     println!("listening on {addr} (QUIC/UDP), certificate fingerprint (SHA-256): {fingerprint}");
+    if let Some(tcp) = server.tcp_addr() {
+        println!("TCP fallback listening on {tcp} (TLS/TCP)");
+        tracing::info!(%tcp, "TCP fallback listening on {tcp} (TLS/TCP)");
+    }
     tracing::info!(%addr, %fingerprint, "listening on {addr}, certificate fingerprint (SHA-256): {fingerprint}");
 
     let failure = tokio::select! {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use homeroom_sync::{Replica, SyncError, SyncNode};
 use homeroom_transport::{
     RelayCertificate, TransportError, TransportLimits, install_crypto_provider, server_config,
+    tcp_server_config,
 };
 use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,6 +78,8 @@ pub struct Server {
     local_addr: SocketAddr,
     stop_accepting: watch::Sender<bool>,
     accept: JoinHandle<JoinSet<()>>,
+    /// The TLS-over-TCP fallback listener's address and accept loop, when enabled.
+    tcp: Option<(SocketAddr, JoinHandle<JoinSet<()>>)>,
     hub_inbox: mpsc::Sender<HubInput>,
     hub_exited: oneshot::Receiver<Result<(), HubError>>,
     /// Set once `hub_exited` has been received.
@@ -136,18 +139,58 @@ impl Server {
             source,
         })?;
         let writer_thread = writer.thread;
-        let hub = hub::spawn(node, writer.queue, durable_rx, settings.outbound_queue).map_err(
-            |source| ServerError::Spawn {
-                what: "hub",
-                source,
-            },
-        )?;
+        let notifier = settings
+            .webhook
+            .clone()
+            .map(crate::webhook::Notifier::spawn);
+        let hub = hub::spawn(
+            node,
+            writer.queue,
+            durable_rx,
+            settings.outbound_queue,
+            notifier,
+        )
+        .map_err(|source| ServerError::Spawn {
+            what: "hub",
+            source,
+        })?;
 
         let (stop_accepting, stop_rx) = watch::channel(false);
         let conn_settings = ConnectionSettings {
             max_frame: settings.max_frame_bytes,
             outbound_queue: settings.outbound_queue,
             handshake_timeout: settings.handshake_timeout,
+        };
+        let tcp = if settings.tcp_fallback {
+            // The same port number as QUIC, over TCP; any free port if that one is taken
+            // (possible only when `listen` asked for port 0). `tcp_addr` says which.
+            let wanted = local_addr;
+            let listener = match std::net::TcpListener::bind(wanted) {
+                Ok(l) => l,
+                Err(_) if settings.listen.port() == 0 => {
+                    std::net::TcpListener::bind(SocketAddr::new(wanted.ip(), 0)).map_err(bind)?
+                }
+                Err(source) => {
+                    return Err(ServerError::Bind {
+                        addr: wanted,
+                        source,
+                    });
+                }
+            };
+            listener.set_nonblocking(true).map_err(bind)?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(bind)?;
+            let tcp_addr = listener.local_addr().map_err(bind)?;
+            let task = tokio::spawn(crate::tcp::accept_loop(
+                listener,
+                tcp_server_config(cert)?,
+                hub.inbox.clone(),
+                conn_settings.clone(),
+                settings.max_connections,
+                stop_rx.clone(),
+            ));
+            Some((tcp_addr, task))
+        } else {
+            None
         };
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -161,6 +204,7 @@ impl Server {
             local_addr,
             stop_accepting,
             accept,
+            tcp,
             hub_inbox: hub.inbox,
             hub_exited: hub.exited,
             hub_done: false,
@@ -172,6 +216,11 @@ impl Server {
     /// The address the endpoint is bound to (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS-over-TCP fallback listener's address (`None` when `tcp_fallback` is off).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|(a, _)| *a)
     }
 
     /// Resolves only if the relay stops on its own (the hub or the writer failed). Cancel-safe:
@@ -203,6 +252,13 @@ impl Server {
                 JoinSet::new()
             }
         };
+        let mut tcp_tasks = match self.tcp.take() {
+            Some((_, accept)) => accept.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "TCP accept loop failed");
+                JoinSet::new()
+            }),
+            None => JoinSet::new(),
+        };
 
         let mut outcome = Ok(());
         if !self.hub_done {
@@ -229,8 +285,11 @@ impl Server {
         );
         let drained = tokio::time::timeout(CONNECTIONS_GRACE, async {
             while tasks.join_next().await.is_some() {}
+            while tcp_tasks.join_next().await.is_some() {}
         })
         .await;
+        tcp_tasks.abort_all();
+        while tcp_tasks.join_next().await.is_some() {}
         if drained.is_err() {
             tracing::warn!(
                 connections = tasks.len(),
@@ -298,6 +357,7 @@ async fn accept_loop(
                         max_connections,
                         "refusing connection: max_connections reached"
                     );
+                    crate::metrics::global().connection_refused();
                     incoming.refuse();
                     continue;
                 }

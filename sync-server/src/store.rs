@@ -48,7 +48,16 @@ impl RelayStore for Store {
 ///
 /// The error is boxed: [`StoreError`] is large and this is called once.
 pub fn open_sqlite(path: &Path) -> Result<(Store, Store), Box<StoreError>> {
+    open_sqlite_with(path, true)
+}
+
+/// [`open_sqlite`], choosing whether the writer's commits fsync. `fsync = false` is for
+/// benchmarks only (config `unsafe_no_fsync`): acknowledged writes may be lost on a crash.
+pub fn open_sqlite_with(path: &Path, fsync: bool) -> Result<(Store, Store), Box<StoreError>> {
     let reader = Store::open(path)?;
-    let writer = Store::open_with(path, &OpenOptions::new().integrity_check(false))?;
+    let writer = Store::open_with(
+        path,
+        &OpenOptions::new().integrity_check(false).fsync(fsync),
+    )?;
     Ok((reader, writer))
 }

@@ -78,8 +78,10 @@ fn commit<S: RelayStore>(store: &mut S, batch: &[StorageWrite]) {
     let mut delay = FIRST_BACKOFF;
     let mut attempt: u32 = 1;
     loop {
+        let attempt_started = Instant::now();
         match store.apply_writes(batch) {
             Ok(()) => {
+                let took = attempt_started.elapsed();
                 let changes: usize = batch
                     .iter()
                     .map(|w| match &w.kind {
@@ -87,6 +89,7 @@ fn commit<S: RelayStore>(store: &mut S, batch: &[StorageWrite]) {
                         _ => 0,
                     })
                     .sum();
+                crate::metrics::global().batch_committed(changes, took);
                 if attempt > 1 {
                     tracing::info!(
                         attempt,
@@ -103,6 +106,7 @@ fn commit<S: RelayStore>(store: &mut S, batch: &[StorageWrite]) {
                 return;
             }
             Err(err) => {
+                crate::metrics::global().batch_failed();
                 tracing::error!(
                     error = %err,
                     attempt,
