@@ -1,0 +1,251 @@
+//! The [`Homeroom`] object: one device, its runtime thread and its observer thread.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use homeroom_client::{Device, InviteRole, RelayTarget};
+use homeroom_core::{ClassId, FamilyId, MemberId};
+
+use crate::classroom::Classroom;
+use crate::error::ApiError;
+use crate::ids::{parse, parse_opt};
+use crate::observer::{self, Dispatch, Forwarder, Observer, ObserverSlot};
+use crate::types::{ClassInfo, Role, SyncStatus};
+
+/// How long an invite stays valid.
+const INVITE_VALID_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A Homeroom device: its key and store in a data folder, its classes, and sync with a relay.
+///
+/// Every method returns quickly: writes return once on this device's disk; network I/O runs
+/// on the object's own runtime thread ("homeroom-net").
+#[derive(uniffi::Object)]
+pub struct Homeroom {
+    device: Device,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    observer: ObserverSlot,
+    dispatch: Mutex<mpsc::Sender<Dispatch>>,
+}
+
+impl std::fmt::Debug for Homeroom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Homeroom")
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+#[uniffi::export]
+impl Homeroom {
+    /// Open (or create) the device in `data_dir`: its store, key and classes.
+    #[uniffi::constructor]
+    pub fn open(data_dir: String) -> Result<Arc<Self>, ApiError> {
+        if data_dir.trim().is_empty() {
+            return Err(ApiError::invalid("data_dir", "must not be empty"));
+        }
+        let device = Device::open(&PathBuf::from(&data_dir))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("homeroom-net")
+            .enable_all()
+            .build()
+            .map_err(|e| ApiError::Internal {
+                detail: format!("starting the network runtime: {e}"),
+            })?;
+        let handle = runtime.handle().clone();
+        let slot: ObserverSlot = Arc::new(Mutex::new(None));
+        let (tx, rx) = mpsc::channel();
+        let seen = observer::seed(&device);
+        device.set_observer(Arc::new(Forwarder(Mutex::new(tx.clone()))));
+        let (d, s) = (device.clone(), slot.clone());
+        std::thread::Builder::new()
+            .name("homeroom-observer".into())
+            .spawn(move || observer::run(d, s, rx, seen))
+            .map_err(|e| ApiError::Internal {
+                detail: format!("starting the observer thread: {e}"),
+            })?;
+        Ok(Arc::new(Homeroom {
+            device,
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            observer: slot,
+            dispatch: Mutex::new(tx),
+        }))
+    }
+
+    /// This device's id (its public key, hex): what a teacher enrolls.
+    pub fn device_id(&self) -> String {
+        self.device.device_id().to_hex()
+    }
+
+    /// Found a class with this device as head teacher; returns the class id.
+    pub fn create_class(
+        &self,
+        name: String,
+        teacher_display_name: String,
+    ) -> Result<String, ApiError> {
+        Ok(self
+            .device
+            .create_class(&name, &teacher_display_name)?
+            .to_hex())
+    }
+
+    /// The classes on this device.
+    pub fn classes(&self) -> Vec<ClassInfo> {
+        self.device
+            .classes()
+            .into_iter()
+            .map(ClassInfo::from)
+            .collect()
+    }
+
+    /// Staff: invite someone to a class; returns the invite code (text, and what a QR code
+    /// carries). `role` `Guardian` or `Committee` needs `family_id`; `SubjectTeacher`
+    /// invites a co-teacher. Valid for seven days. The code names the relay this device syncs
+    /// with, so start sync once before inviting.
+    pub fn create_invite(
+        &self,
+        class_id: String,
+        role: Role,
+        family_id: Option<String>,
+    ) -> Result<String, ApiError> {
+        let class: ClassId = parse("class_id", &class_id)?;
+        let family: Option<FamilyId> = parse_opt("family_id", family_id.as_deref())?;
+        let need_family = || {
+            family
+                .ok_or_else(|| ApiError::invalid("family_id", "a guardian invite names the family"))
+        };
+        let role = match role {
+            Role::Guardian => InviteRole::Guardian {
+                family: need_family()?,
+            },
+            Role::Committee => InviteRole::Committee {
+                family: need_family()?,
+            },
+            Role::SubjectTeacher => InviteRole::CoTeacher,
+            Role::HeadTeacher | Role::Admin => {
+                return Err(ApiError::invalid(
+                    "role",
+                    "invite guardians, committee members or subject teachers",
+                ));
+            }
+        };
+        Ok(self
+            .device
+            .create_invite(class, role, INVITE_VALID_FOR)?
+            .code)
+    }
+
+    /// Staff: invite another device (a second phone) of an existing member; returns the code.
+    pub fn create_device_invite(
+        &self,
+        class_id: String,
+        member_id: String,
+    ) -> Result<String, ApiError> {
+        let class: ClassId = parse("class_id", &class_id)?;
+        let member: MemberId = parse("member_id", &member_id)?;
+        let role = InviteRole::AnotherDevice { member };
+        Ok(self
+            .device
+            .create_invite(class, role, INVITE_VALID_FOR)?
+            .code)
+    }
+
+    /// Join a class with an invite code as `display_name`; returns the class id at once.
+    /// The code is checked here (a typo or an expired code is `InvalidInput { field:
+    /// "invite_code" }`); the relay completes the join in the background, reported by the
+    /// observer (`joined` / `join_failed`) and in `classes()`. If sync is not running, it is
+    /// started with the relay named in the code.
+    pub fn join(&self, invite_code: String, display_name: String) -> Result<String, ApiError> {
+        let class = self.device.join(invite_code.trim(), &display_name)?;
+        if let Some(target) = self.device.relay_target() {
+            match self.device.start_sync(&self.handle, target) {
+                Ok(()) | Err(homeroom_client::ClientError::SyncState(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(class.to_hex())
+    }
+
+    /// A class on this device, to act on.
+    pub fn classroom(&self, class_id: String) -> Result<Arc<Classroom>, ApiError> {
+        let class: ClassId = parse("class_id", &class_id)?;
+        self.device.roster(class)?;
+        Ok(Arc::new(Classroom::new(self.device.clone(), class)))
+    }
+
+    /// Start syncing with the relay at `relay_address` ("host:port", UDP) whose certificate
+    /// has the SHA-256 `cert_fingerprint` (64 hex digits). Returns at once; connecting and
+    /// reconnecting happen in the background.
+    pub fn start_sync(
+        &self,
+        relay_address: String,
+        cert_fingerprint: String,
+    ) -> Result<(), ApiError> {
+        let addr: SocketAddr = relay_address.trim().parse().map_err(|_| {
+            ApiError::invalid(
+                "relay_address",
+                format!("{relay_address:?} is not an ip:port address"),
+            )
+        })?;
+        let mut fingerprint = [0u8; 32];
+        hex::decode_to_slice(cert_fingerprint.trim(), &mut fingerprint).map_err(|_| {
+            ApiError::invalid("cert_fingerprint", "expected 64 hex digits (SHA-256)")
+        })?;
+        self.device
+            .start_sync(&self.handle, RelayTarget { addr, fingerprint })?;
+        Ok(())
+    }
+
+    /// Stop syncing. Unsent changes stay on this device and go out on the next start.
+    /// Returns at once: sync is marked stopped here (so `start_sync` may follow right away)
+    /// and the connection winds down in the background.
+    pub fn stop_sync(&self) {
+        let device = self.device.clone();
+        let mut stop = Box::pin(async move { device.stop_sync().await });
+        // The first poll takes the sync handle and signals the task, without waiting; the
+        // rest (waiting for the task, closing the endpoint) runs on the runtime.
+        let _guard = self.handle.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        if stop.as_mut().poll(&mut cx).is_pending() {
+            self.handle.spawn(stop);
+        }
+    }
+
+    /// Connection, pending count and last delivery.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.device.sync_status().into()
+    }
+
+    /// Receive events (replaces any earlier observer). Called on a background thread.
+    pub fn set_observer(&self, observer: Box<dyn Observer>) {
+        *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(observer));
+    }
+
+    /// Stop receiving events.
+    pub fn clear_observer(&self) {
+        *self.observer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+impl Drop for Homeroom {
+    fn drop(&mut self) {
+        let tx = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = tx.send(Dispatch::Stop);
+        drop(tx);
+        let rt = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(rt) = rt {
+            // Never block the app's thread on the network: abandon in-flight I/O.
+            rt.shutdown_background();
+        }
+    }
+}
