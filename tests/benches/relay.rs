@@ -154,7 +154,15 @@ impl Relay {
         std::fs::create_dir_all(data_dir)?;
         let mut cmd = Command::new(bin);
         cmd.arg("serve");
-        if let Some(toml) = config {
+        // HOMEROOM_BENCH_RELAY_CONFIG: extra TOML for every relay of the run (bench/peers/run.sh
+        // sets `unsafe_no_fsync = true` for its durability-off column).
+        let extra = std::env::var("HOMEROOM_BENCH_RELAY_CONFIG").unwrap_or_default();
+        let merged = match config {
+            Some(c) => Some(format!("{extra}\n{c}")),
+            None if !extra.trim().is_empty() => Some(extra),
+            None => None,
+        };
+        if let Some(toml) = merged.as_deref() {
             let path = data_dir.join("bench-relay.toml");
             std::fs::File::create(&path)?.write_all(toml.as_bytes())?;
             cmd.arg("--config").arg(path);
@@ -1108,6 +1116,411 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
 }
 
 // ---------------------------------------------------------------------------------------------
+// W3: a fresh device fetches a school year (bench/peers compares it with automerge-repo peers)
+//
+// The year (roster, `entries` entries, each signed by every one of the 30 families in its own
+// family lane — one change per entry and per signature) is generated in memory as in
+// `core/client/benches/school_year.rs`, written into the teacher's and each parent's store
+// (their own changes undelivered) and uploaded by those 31 real Devices. Then the teacher's
+// key on a fresh, empty replica (a reinstalled phone) connects with a hand-driven SyncNode and
+// fetches everything: time to the last message, protocol and UDP bytes.
+
+struct W3 {
+    entries: usize,
+    changes_expected: usize,
+    changes_fetched: usize,
+    upload: Duration,
+    fetch: Recon,
+    usage: Usage,
+}
+
+/// The generated year: the class, the teacher's secret, the 30 parents' secrets, every change.
+struct Year {
+    class: ClassId,
+    teacher_secret: [u8; 32],
+    secrets: Vec<[u8; 32]>,
+    all: Vec<(DocId, homeroom_client::core::SignedChange)>,
+}
+
+fn w3_generate(entries: usize) -> Result<Year> {
+    use homeroom_client::core::{Actor, FamilyId, MemberId, SeededIds};
+    use homeroom_sync::WriteKind;
+    let drain = |node: &mut SyncNode, out: &mut Vec<_>| {
+        while let Some(w) = node.poll_write() {
+            if let WriteKind::Changes { changes, .. } = &w.kind {
+                out.extend(changes.iter().cloned());
+            }
+            node.handle_write_done(w.id);
+        }
+        while node.poll_event().is_some() {}
+    };
+    let now = now_ms() - 400 * 86_400_000;
+    let mut ids = SeededIds::new(42);
+    let run = blake3::hash(format!("{:?}", SystemTime::now()).as_bytes());
+    let teacher_secret = *blake3::hash(run.as_bytes()).as_bytes();
+    let mut teacher = SyncNode::new(Replica::device(
+        DeviceKey::from_secret(teacher_secret),
+        [1; 8],
+        Box::new(MemorySource::default()),
+        Limits::default(),
+    )?);
+    let mut all = Vec::new();
+    let class = teacher.found_class(
+        *run.as_bytes().first_chunk().unwrap(),
+        "W3 class",
+        MemberId([1; 8]),
+        "Teacher",
+        now,
+    )?;
+    let roster_id = DocId::new(class, DocKind::Roster);
+    let notebook = DocId::new(class, DocKind::Notebook);
+    let mut fams = Vec::new();
+    let mut secrets = Vec::new();
+    for i in 0..PARENTS {
+        let fam = FamilyId((i as u64 + 1).to_le_bytes());
+        let secret =
+            *blake3::hash(&[run.as_bytes().as_slice(), &(i as u64).to_le_bytes()].concat())
+                .as_bytes();
+        let dev = DeviceKey::from_secret(secret).device_id();
+        teacher.edit(&roster_id, now, |tx, _, _| {
+            roster::add_family(tx, fam, &format!("Family {i}"))?;
+            let m = MemberId((i as u64 + 1000).to_le_bytes());
+            roster::add_member(tx, m, &format!("Parent {i}"), &[Role::Guardian], Some(fam))?;
+            roster::add_device(tx, dev, m, now)
+        })?;
+        fams.push(fam);
+        secrets.push(secret);
+    }
+    let mut entry_ids = Vec::new();
+    for i in 0..entries {
+        let t = now + i as i64 * 60_000;
+        let title = format!("Post {i}");
+        let (posted, _) = teacher.edit(&notebook, t, |tx, roster, device| {
+            let actor = Actor::new(roster, device, t);
+            homeroom_client::core::entries::post_entry(tx, &actor, &mut ids, &entry(&title))
+        })?;
+        entry_ids.push(posted.entry);
+    }
+    drain(&mut teacher, &mut all);
+    for (n, (fam, secret)) in fams.iter().zip(&secrets).enumerate() {
+        let mut shared = MemorySource::default();
+        for (d, c) in &all {
+            shared.docs.entry(*d).or_default().push(c.clone());
+        }
+        let mut p = SyncNode::new(Replica::device(
+            DeviceKey::from_secret(*secret),
+            [2; 8],
+            Box::new(shared),
+            Limits::default(),
+        )?);
+        let lane = DocId::new(class, DocKind::Lane(*fam));
+        let mut pids = SeededIds::new(1000 + n as u64);
+        for (i, e) in entry_ids.iter().enumerate() {
+            let t = now + i as i64 * 60_000 + 3_600_000;
+            p.edit_reading(&lane, &notebook, t, |tx, nb, roster, device| {
+                let actor = Actor::new(roster, device, t);
+                let rev = homeroom_client::core::entries::read_entry(nb, *e)?
+                    .latest()
+                    .map(|r| r.id)
+                    .unwrap_or(*e);
+                homeroom_client::core::entries::sign_entry(tx, &actor, &mut pids, nb, *e, rev, None)
+            })?;
+        }
+        drain(&mut p, &mut all);
+    }
+    Ok(Year {
+        class,
+        teacher_secret,
+        secrets,
+        all,
+    })
+}
+
+/// A device store holding `docs` of the year, with `identity` (its own changes undelivered).
+fn w3_store(
+    dir: &Path,
+    secret: [u8; 32],
+    suffix: [u8; 8],
+    all: &[(DocId, homeroom_client::core::SignedChange)],
+    keep: impl Fn(&DocId) -> bool,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut store = Store::open(&dir.join("device.sqlite3"))?;
+    store.set_identity(&homeroom_store::NodeIdentity {
+        secret,
+        actor_suffix: suffix,
+    })?;
+    let mine: Vec<_> = all.iter().filter(|(d, _)| keep(d)).cloned().collect();
+    for chunk in mine.chunks(5000) {
+        store.put_changes(chunk)?;
+    }
+    Ok(())
+}
+
+fn w3(rt: &tokio::runtime::Runtime, base: &Path, entries: usize) -> Result<W3> {
+    let Year {
+        class,
+        teacher_secret,
+        secrets,
+        all,
+    } = w3_generate(entries)?;
+    let relay = Relay::start(&base.join("relay"), None)?;
+    let notebook_or_roster =
+        |d: &DocId| matches!(d.kind, DocKind::Roster | DocKind::Notebook) && d.class == class;
+    w3_store(
+        &base.join("teacher"),
+        teacher_secret,
+        [1; 8],
+        &all,
+        notebook_or_roster,
+    )?;
+    for (i, s) in secrets.iter().enumerate() {
+        // Family i's lane (w3_generate numbers the families 1..=30).
+        let lane = DocId::new(
+            class,
+            DocKind::Lane(homeroom_client::core::FamilyId(
+                (i as u64 + 1).to_le_bytes(),
+            )),
+        );
+        w3_store(&base.join(format!("parent{i}")), *s, [2; 8], &all, |d| {
+            notebook_or_roster(d) || *d == lane
+        })?;
+    }
+    // Upload: the teacher first (founds the class), then the 30 parents.
+    let t_up = Instant::now();
+    let teacher = Device::open(&base.join("teacher"))?;
+    teacher.start_sync(rt.handle(), relay.target())?;
+    wait_until("W3 teacher uploaded", T, || {
+        teacher.sync_status().pending == 0
+    })?;
+    let parents: Vec<Device> = (0..PARENTS)
+        .map(|i| Device::open(&base.join(format!("parent{i}"))))
+        .collect::<Result<_, _>>()?;
+    for p in &parents {
+        p.start_sync(rt.handle(), relay.target())?;
+    }
+    for p in &parents {
+        wait_until("W3 parent uploaded", T, || p.sync_status().pending == 0)?;
+    }
+    let upload = t_up.elapsed();
+    let mut devs: Vec<&Device> = parents.iter().collect();
+    devs.push(&teacher);
+    stop_all(rt, &devs);
+    drop(devs);
+    drop(parents);
+    drop(teacher);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The fresh device: the teacher's key on an empty in-memory replica.
+    let before = relay.snapshot();
+    let (addr, fp) = (relay.addr, relay.fingerprint);
+    let (fetch, fetched) = rt.block_on(async {
+        let ep = client_endpoint(fp)?;
+        let r = w3_fetch(&ep, addr, fp, teacher_secret).await;
+        ep.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+        r
+    })?;
+    let after = relay.snapshot();
+    Ok(W3 {
+        entries,
+        changes_expected: all.len(),
+        changes_fetched: fetched,
+        upload,
+        fetch,
+        usage: usage(before, after),
+    })
+}
+
+async fn w3_fetch(
+    ep: &quinn::Endpoint,
+    relay_addr: SocketAddr,
+    fp: [u8; 32],
+    secret: [u8; 32],
+) -> Result<(Recon, usize)> {
+    use homeroom_sync::WriteKind;
+    let replica = Replica::device(
+        DeviceKey::from_secret(secret),
+        [3; 8],
+        Box::new(MemorySource::default()),
+        Limits::default(),
+    )?;
+    let mut node = SyncNode::new(replica);
+    let t0 = Instant::now();
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(relay_addr, "homeroom-relay")?,
+    )
+    .await
+    .context("QUIC handshake timed out")??;
+    let (s, r) = conn.open_bi().await?;
+    let mut send = FramedSend::new(s, DEFAULT_MAX_FRAME);
+    let mut recv = FramedRecv::new(r, DEFAULT_MAX_FRAME);
+    let sid = node.connect(now_ms(), exporter(&conn)?, fp)?;
+    let mut out = Recon::default();
+    let mut fetched = 0usize;
+    let mut awaiting = false;
+    let mut last_msg = t0;
+    let quiet = Duration::from_millis(250);
+    loop {
+        loop {
+            let mut progressed = false;
+            while let Some(w) = node.poll_write() {
+                progressed = true;
+                if let WriteKind::Changes { changes, .. } = &w.kind {
+                    fetched += changes.len();
+                }
+                node.handle_write_done(w.id);
+            }
+            while let Some((_, m)) = node.poll_transmit() {
+                progressed = true;
+                send.send(&m).await?;
+                awaiting = true;
+                last_msg = Instant::now();
+            }
+            if let Some((_, reason)) = node.poll_close() {
+                bail!("W3: engine closed the session: {reason}");
+            }
+            while node.poll_event().is_some() {}
+            if !progressed {
+                break;
+            }
+        }
+        match tokio::time::timeout(quiet, recv.recv()).await {
+            Err(_) => break,
+            Ok(Ok(Some(m))) => {
+                if awaiting {
+                    out.rtts += 1;
+                    awaiting = false;
+                }
+                last_msg = Instant::now();
+                node.handle_message(now_ms(), sid, m)?;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+    out.to_quiet = last_msg.duration_since(t0);
+    let st = conn.stats();
+    out.app_tx = send.bytes;
+    out.app_rx = recv.bytes;
+    out.udp_tx = st.udp_tx.bytes;
+    out.udp_rx = st.udp_rx.bytes;
+    out.udp_dgrams = st.udp_tx.datagrams + st.udp_rx.datagrams;
+    node.handle_closed(sid, "bench done");
+    send.finish();
+    conn.close(0u32.into(), b"bye");
+    Ok((out, fetched))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The figures bench/peers/report.mjs compares, as JSON (same keys as bench/peers/driver.mjs).
+fn peers_json(w1r: &W1, w2s: &[W2], w4r: &W4, w3r: Option<&W3>, w6r: &W6, idle0: Snap) -> String {
+    let list = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.3}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let use_ = |u: &Usage| {
+        format!(
+            r#"{{"rssMib":{:.2},"hwmMib":{:.2},"cpuS":{:.3},"cpuPct":{:.2}}}"#,
+            u.rss_mib, u.hwm_mib, u.cpu_s, u.cpu_pct
+        )
+    };
+    let w2 = w2s
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"classes":{},"parentsPerClass":{},"edits":{},"secs":{:.3},"editsPerSec":{:.3},"p50":{:.3},"p99":{:.3},"usage":{},"stuck":{}}}"#,
+                r.classes,
+                r.parents_per_class,
+                r.edits,
+                r.secs,
+                r.edits as f64 / r.secs.max(1e-9),
+                ms(pct(&r.lat, 0.5)),
+                ms(pct(&r.lat, 0.99)),
+                use_(&r.usage),
+                r.stuck_writers + r.excluded
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let bytes = |r: &Recon| r.udp_tx + r.udp_rx;
+    let mut p_bytes: Vec<u64> = w4r.parents.iter().map(bytes).collect();
+    let mut p_app: Vec<u64> = w4r.parents.iter().map(|r| r.app_tx + r.app_rx).collect();
+    let w4 = format!(
+        r#"{{"teacher":{{"up":{},"down":{},"rts":{},"ms":{:.3}}},"parentMedianBytes":{},"parentMedianAppBytes":{},"parentRts":[{},{}],"classBytes":{},"usage":{}}}"#,
+        w4r.teacher.udp_tx,
+        w4r.teacher.udp_rx,
+        w4r.teacher.rtts,
+        ms(w4r.teacher.to_quiet),
+        median_u64(&mut p_bytes),
+        median_u64(&mut p_app),
+        w4r.parents.iter().map(|r| r.rtts).min().unwrap_or(0),
+        w4r.parents.iter().map(|r| r.rtts).max().unwrap_or(0),
+        w4r.parents
+            .iter()
+            .chain(std::iter::once(&w4r.teacher))
+            .map(bytes)
+            .sum::<u64>(),
+        use_(&w4r.usage)
+    );
+    let w3 = w3r.map_or_else(
+        || "null".to_owned(),
+        |r| {
+            format!(
+                r#"{{"entries":{},"signatures":{},"changesExpected":{},"changesFetched":{},"ms":{:.3},"bytesUp":{},"bytesDown":{},"appBytes":{},"rts":{},"uploadS":{:.3},"usage":{}}}"#,
+                r.entries,
+                r.entries * PARENTS,
+                r.changes_expected,
+                r.changes_fetched,
+                ms(r.fetch.to_quiet),
+                r.fetch.udp_tx,
+                r.fetch.udp_rx,
+                r.fetch.app_tx + r.fetch.app_rx,
+                r.fetch.rtts,
+                r.upload.as_secs_f64(),
+                use_(&r.usage)
+            )
+        },
+    );
+    let per_dev_kib = if w6r.connected > 0 {
+        (w6r.usage.rss_mib - w6r.base_rss_mib) * 1024.0 / w6r.connected as f64
+    } else {
+        0.0
+    };
+    let w6 = format!(
+        r#"{{"target":{},"connected":{},"failed":{},"connectS":{:.3},"baseRssMib":{:.2},"rssMib":{:.2},"perDeviceKib":{:.3},"connectCpuS":{:.3},"cpuMsPerDevice":{:.4},"idleCpuPct":{:.2}}}"#,
+        w6r.target,
+        w6r.connected,
+        w6r.failed,
+        w6r.connect_time.as_secs_f64(),
+        w6r.base_rss_mib,
+        w6r.usage.rss_mib,
+        per_dev_kib,
+        w6r.usage.cpu_s,
+        if w6r.connected > 0 {
+            1000.0 * w6r.usage.cpu_s / w6r.connected as f64
+        } else {
+            0.0
+        },
+        w6r.idle_cpu_pct
+    );
+    format!(
+        r#"{{"system":"homeroom","emptyRssMib":{:.2},"w1":{{"lat":[{}],"first":[{}],"local":[{}],"usage":{}}},"w2":[{}],"w3":{},"w4":{},"w6":{}}}"#,
+        idle0.rss as f64 / 1024.0,
+        list(&w1r.lat),
+        list(&w1r.first),
+        list(&w1r.local),
+        use_(&w1r.usage),
+        w2,
+        w3,
+        w4,
+        w6
+    )
+}
 
 fn print_w1(w1r: &W1) {
     println!(
@@ -1188,6 +1601,19 @@ fn main() -> Result<()> {
     let w4r = w4(&rt, &relay, class)?;
     eprintln!("W4 done in {:?}", total.elapsed());
     drop(relay);
+
+    // W3 entries: HOMEROOM_BENCH_W3 (0 skips it); 1,000 (full) or 100 (quick) by default.
+    let w3_entries = std::env::var("HOMEROOM_BENCH_W3")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg.quick { 100 } else { 1000 });
+    let w3r = if w3_entries > 0 {
+        let r = w3(&rt, &tmp.path().join("w3"), w3_entries)?;
+        eprintln!("W3 done in {:?}", total.elapsed());
+        Some(r)
+    } else {
+        None
+    };
 
     let mut w2s = Vec::new();
     for &n in &cfg.w2_levels {
@@ -1411,6 +1837,34 @@ fn main() -> Result<()> {
             String::new()
         }
     );
+    if let Some(r) = &w3r {
+        println!();
+        println!(
+            "W3 — a fresh device (the teacher's key, empty replica) fetches a school year: {} entries × {PARENTS} signatures",
+            r.entries
+        );
+        println!(
+            "  {:.1} ms to the last message, {} changes of {} fetched, {} round trips; app {} B ({} ↑ / {} ↓), UDP {} B incl. handshake; upload by 31 Devices took {:.1} s",
+            ms(r.fetch.to_quiet),
+            r.changes_fetched,
+            r.changes_expected,
+            r.fetch.rtts,
+            r.fetch.app_tx + r.fetch.app_rx,
+            r.fetch.app_tx,
+            r.fetch.app_rx,
+            r.fetch.udp_tx + r.fetch.udp_rx,
+            r.upload.as_secs_f64()
+        );
+        println!(
+            "  relay: RSS {:.1} MiB, HWM {:.1} MiB, CPU {:.2} s",
+            r.usage.rss_mib, r.usage.hwm_mib, r.usage.cpu_s
+        );
+    }
+    if let Ok(path) = std::env::var("HOMEROOM_BENCH_JSON") {
+        let json = peers_json(&w1r, &w2s, &w4r, w3r.as_ref(), &w6r, idle0);
+        std::fs::write(&path, json).with_context(|| format!("writing {path}"))?;
+        println!("results for bench/peers written to {path}");
+    }
     println!("total bench time {:.1} s", total.elapsed().as_secs_f64());
     Ok(())
 }

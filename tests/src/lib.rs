@@ -2,6 +2,9 @@
 //! for conditions on real devices with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fault_proxy;
+pub mod school;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,11 +55,17 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Start a relay on `listen` (use port 0 for any) with `data_dir`.
     pub fn start(data_dir: &Path, listen: &str) -> Result<Self> {
+        Self::start_with_args(data_dir, listen, &[])
+    }
+
+    /// [`RelayProcess::start`] with extra arguments (e.g. `--config FILE`).
+    pub fn start_with_args(data_dir: &Path, listen: &str, extra: &[&str]) -> Result<Self> {
         let bin = relay_binary()?;
         let mut child = Command::new(bin)
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", listen])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -115,6 +124,13 @@ impl RelayProcess {
             fingerprint: fp.unwrap(),
             log,
         })
+    }
+
+    /// Whether the process is still running (false once it exited or was killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL the relay (no chance to flush anything).
