@@ -571,6 +571,10 @@ impl Hub {
                 tracing::info!(%class, "class added");
             }
             NodeEvent::RosterChanged { class } => tracing::info!(%class, "roster changed"),
+            NodeEvent::JoinRefused { class, reason } => {
+                crate::metrics::global().rejected(&format!("{reason:?}"), 1);
+                tracing::warn!(%class, ?reason, "join refused");
+            }
             NodeEvent::DocumentChanged { doc } => {
                 tracing::debug!(%doc, "document changed");
                 if let Some(notifier) = &self.notifier {

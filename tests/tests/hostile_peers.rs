@@ -1042,8 +1042,16 @@ async fn a_reused_invite_is_refused_on_the_wire() -> Result<()> {
         r.member_of(&id(STRANGER)).is_none(),
         "the stranger was enrolled"
     );
-    // No log line: the relay's engine answers a refused `Join` without an event
-    // (`core/sync/src/node/join.rs`, `on_join`), so nothing reaches the relay's log. Reported.
+    // The refusal is in the relay's log (and its rejects metric).
+    homeroom_e2e::wait_for("the relay logs the refused join", STEP, || {
+        relay
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("join refused") && l.contains("InviteUsed"))
+    })
+    .await?;
     ensure!(
         relay
             .log

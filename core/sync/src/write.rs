@@ -100,7 +100,7 @@ pub enum NodeEvent {
         class: ClassId,
     },
     /// Device: the relay refused to let this device join `class` with its invite (or refused
-    /// the redemption).
+    /// the redemption). Relay: it refused a `Join` (bad proof, unknown, used or expired invite).
     JoinRefused {
         /// The class.
         class: ClassId,

@@ -264,6 +264,10 @@ impl SyncNode {
             }
         };
         if let Some(reason) = reason {
+            // Logged by the relay (guessing invites shows in its log and metrics).
+            self.replica
+                .events
+                .push_back(NodeEvent::JoinRefused { class, reason });
             self.transmits
                 .push_back((sid, Message::JoinRefused { class, reason }));
             return Ok(());
