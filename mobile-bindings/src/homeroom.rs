@@ -164,7 +164,7 @@ impl Homeroom {
     pub fn join(&self, invite_code: String, display_name: String) -> Result<String, ApiError> {
         let class = self.device.join(invite_code.trim(), &display_name)?;
         if let Some(target) = self.device.relay_target() {
-            match self.device.start_sync(&self.handle, target) {
+            match self.sync_with(target) {
                 Ok(()) | Err(homeroom_client::ClientError::SyncState(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -180,8 +180,8 @@ impl Homeroom {
     }
 
     /// Start syncing with the relay at `relay_address` ("host:port", UDP) whose certificate
-    /// has the SHA-256 `cert_fingerprint` (64 hex digits). Returns at once; connecting and
-    /// reconnecting happen in the background.
+    /// has the SHA-256 `cert_fingerprint` (64 hex digits), over QUIC with a TLS/TCP fallback on
+    /// the same port. Returns at once; connecting and reconnecting happen in the background.
     pub fn start_sync(
         &self,
         relay_address: String,
@@ -197,8 +197,7 @@ impl Homeroom {
         hex::decode_to_slice(cert_fingerprint.trim(), &mut fingerprint).map_err(|_| {
             ApiError::invalid("cert_fingerprint", "expected 64 hex digits (SHA-256)")
         })?;
-        self.device
-            .start_sync(&self.handle, RelayTarget { addr, fingerprint })?;
+        self.sync_with(RelayTarget { addr, fingerprint })?;
         Ok(())
     }
 
@@ -247,5 +246,20 @@ impl Drop for Homeroom {
             // Never block the app's thread on the network: abandon in-flight I/O.
             rt.shutdown_background();
         }
+    }
+}
+
+impl Homeroom {
+    /// Sync with `target` over QUIC, falling back to TLS over TCP on the same port when QUIC
+    /// does not connect within a few seconds (networks that block UDP), and back to QUIC
+    /// when it can (docs/relay.md#tcp-fallback).
+    fn sync_with(&self, target: RelayTarget) -> Result<(), homeroom_client::ClientError> {
+        let fallback = homeroom_client::TcpFallback::new(target.addr);
+        self.device.start_sync_with_fallback(
+            &self.handle,
+            target,
+            homeroom_client::Backoff::default(),
+            Some(fallback),
+        )
     }
 }
