@@ -406,15 +406,18 @@ async fn device_killed_mid_write_keeps_every_saved_edit() -> Result<()> {
         if reported.contains(&e.id.to_hex()) {
             assert_eq!(state, DeliveryState::Delivered, "entry {}", e.id);
         } else if state == DeliveryState::NotLocal {
-            // Committed by a child killed before `post_entry` returned, between the change's
-            // transaction and the item → change mapping (`remember_item`, a second
-            // transaction): the entry is kept and delivered, but the device no longer knows
-            // it as its own edit. Known issue, reported; not an edit loss.
+            // Committed by a child killed before `post_entry` returned: the change and the
+            // item → change record are one transaction, so it must still be known as a local
+            // edit (it once read NotLocal when the record was a second transaction).
             unmapped += 1;
         }
     }
     println!(
         "entries committed by a killed writer but never reported saved, whose delivery state reads NotLocal: {unmapped}"
+    );
+    ensure!(
+        unmapped == 0,
+        "{unmapped} local entries read NotLocal after a kill -9"
     );
     device.stop_sync().await;
     guardian.stop_sync().await;

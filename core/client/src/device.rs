@@ -14,7 +14,7 @@ use homeroom_core::{
     Actor, ClassId, DeviceId, DocId, DocKind, FamilyId, IdSource, ItemId, MemberId, ModelError,
 };
 use homeroom_protocol::Message;
-use homeroom_store::{NodeIdentity, Store};
+use homeroom_store::{NodeIdentity, Store, WriteBatch};
 use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, SyncNode, WriteKind};
 use tokio::sync::mpsc;
 
@@ -132,6 +132,12 @@ pub(crate) struct Inner {
 impl Inner {
     /// Drain the engine's outputs: durable writes first (fsync), then messages, closes, events.
     pub(crate) fn pump(&mut self) -> Result<(), ClientError> {
+        self.pump_with(WriteBatch::new())
+    }
+
+    /// Like [`Inner::pump`], committing `extra` in the same transaction (fsynced) as the first
+    /// batch of engine writes — the local edit just made — or on its own if there is none.
+    fn pump_with(&mut self, mut extra: WriteBatch) -> Result<(), ClientError> {
         loop {
             let mut progressed = false;
             let mut writes = Vec::new();
@@ -151,8 +157,9 @@ impl Inner {
                     WriteKind::Rejected { .. } => true,
                     _ => false,
                 });
-                if own {
-                    self.store.apply_writes(&writes)?;
+                if own || !extra.is_empty() {
+                    self.store
+                        .apply_writes_with(&writes, std::mem::take(&mut extra))?;
                 } else {
                     self.store.apply_received_writes(&writes)?;
                 }
@@ -177,6 +184,9 @@ impl Inner {
             if !progressed {
                 break;
             }
+        }
+        if !extra.is_empty() {
+            self.store.write(&extra)?;
         }
         self.status.pending = self.node.replica().undelivered_count();
         Ok(())
@@ -307,21 +317,36 @@ impl Inner {
         Ok(NotebookView::build(&roster, &viewer, &docs)?)
     }
 
-    fn remember_item(
+    /// Write the engine's queued writes of a local edit of `doc` that made change `hash`
+    /// (fsynced), together with — in the **same** transaction — the record that `item` was
+    /// created by that change (for [`Device::delivery_state`]). Separate transactions would
+    /// let a crash between them keep the edit with its state reading `NotLocal` forever.
+    fn commit_edit(
         &mut self,
-        item: ItemId,
         doc: DocId,
+        item: Option<ItemId>,
         hash: Option<ChangeHash>,
     ) -> Result<(), ClientError> {
-        if let Some(h) = hash {
-            self.items.insert(item, (doc, h));
+        let mut extra = WriteBatch::new();
+        let record = item.zip(hash);
+        if let Some((item, h)) = record {
             let mut v = doc.to_string().into_bytes();
             v.push(b'#');
             v.extend_from_slice(&h.0);
-            self.store.set_meta(&format!("item/{item}"), &v)?;
+            extra.set_meta(item_key(item), v);
+        }
+        self.pump_with(extra)?;
+        if let Some((item, h)) = record {
+            self.items.insert(item, (doc, h));
         }
         Ok(())
     }
+}
+
+/// The metadata key of the record of which change created `item` (value: the document id
+/// in text form, `#`, the 32-byte change hash).
+fn item_key(item: ItemId) -> String {
+    format!("item/{item}")
 }
 
 /// A Homeroom device: open it on a data folder, act on classes, sync with a relay.
@@ -498,6 +523,17 @@ impl Device {
         doc: DocId,
         f: impl FnOnce(&mut Transaction<'_>, &Actor<'_>, &mut dyn IdSource) -> Result<T, ModelError>,
     ) -> Result<(T, Option<ChangeHash>), ClientError> {
+        self.edit_item(doc, |_| None, f)
+    }
+
+    /// Like [`Device::edit`]; `item` names the item the edit created, which is recorded in
+    /// the same transaction as the change (see [`Inner::commit_edit`]).
+    fn edit_item<T>(
+        &self,
+        doc: DocId,
+        item: impl FnOnce(&T) -> Option<ItemId>,
+        f: impl FnOnce(&mut Transaction<'_>, &Actor<'_>, &mut dyn IdSource) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), ClientError> {
         let mut g = self.lock();
         let now = now_ms();
         let Inner { node, ids, .. } = &mut *g;
@@ -506,7 +542,7 @@ impl Device {
             f(tx, &actor, ids)
         });
         let r = map_edit_error(r)?;
-        g.pump()?;
+        g.commit_edit(doc, item(&r.0), r.1)?;
         Ok(r)
     }
 
@@ -542,6 +578,23 @@ impl Device {
             &mut dyn IdSource,
         ) -> Result<T, ModelError>,
     ) -> Result<(T, Option<ChangeHash>), ClientError> {
+        self.edit_reading_item(doc, read, |_| None, f)
+    }
+
+    /// Like [`Device::edit_reading`]; `item` names the item the edit created, which is
+    /// recorded in the same transaction as the change (see [`Inner::commit_edit`]).
+    fn edit_reading_item<T>(
+        &self,
+        doc: DocId,
+        read: DocId,
+        item: impl FnOnce(&T) -> Option<ItemId>,
+        f: impl FnOnce(
+            &mut Transaction<'_>,
+            &Automerge,
+            &Actor<'_>,
+            &mut dyn IdSource,
+        ) -> Result<T, ModelError>,
+    ) -> Result<(T, Option<ChangeHash>), ClientError> {
         let mut g = self.lock();
         let now = now_ms();
         let Inner { node, ids, .. } = &mut *g;
@@ -550,7 +603,7 @@ impl Device {
             f(tx, other, &actor, ids)
         });
         let r = map_edit_error(r)?;
-        g.pump()?;
+        g.commit_edit(doc, item(&r.0), r.1)?;
         Ok(r)
     }
 
@@ -716,10 +769,11 @@ impl Device {
         entry: &NewEntry<'_>,
     ) -> Result<PostedEntry, ClientError> {
         let doc = DocId::new(class, DocKind::Notebook);
-        let (posted, hash) = self.edit(doc, |tx, actor, mut ids| {
-            entries::post_entry(tx, actor, &mut ids, entry)
-        })?;
-        self.lock().remember_item(posted.entry, doc, hash)?;
+        let (posted, _) = self.edit_item(
+            doc,
+            |p: &PostedEntry| Some(p.entry),
+            |tx, actor, mut ids| entries::post_entry(tx, actor, &mut ids, entry),
+        )?;
         Ok(posted)
     }
 
@@ -733,10 +787,13 @@ impl Device {
         material: bool,
     ) -> Result<ItemId, ClientError> {
         let doc = DocId::new(class, DocKind::Notebook);
-        let (rev, hash) = self.edit(doc, |tx, actor, mut ids| {
-            entries::edit_entry(tx, actor, &mut ids, entry, title, text, material)
-        })?;
-        self.lock().remember_item(rev, doc, hash)?;
+        let (rev, _) = self.edit_item(
+            doc,
+            |rev: &ItemId| Some(*rev),
+            |tx, actor, mut ids| {
+                entries::edit_entry(tx, actor, &mut ids, entry, title, text, material)
+            },
+        )?;
         Ok(rev)
     }
 
@@ -760,18 +817,22 @@ impl Device {
         let family = self.my_family(class)?;
         let lane = DocId::new(class, DocKind::Lane(family));
         let notebook = DocId::new(class, DocKind::Notebook);
-        let (sig, hash) = self.edit_reading(lane, notebook, |tx, nb, actor, mut ids| {
-            let e = entries::read_entry(nb, entry)?;
-            let latest = e
-                .latest()
-                .map(|r| r.id)
-                .ok_or_else(|| ModelError::UnknownId {
-                    kind: "entry",
-                    id: entry.to_hex(),
-                })?;
-            entries::sign_entry(tx, actor, &mut ids, nb, entry, latest, None)
-        })?;
-        self.lock().remember_item(sig, lane, hash)?;
+        let (sig, _) = self.edit_reading_item(
+            lane,
+            notebook,
+            |sig: &ItemId| Some(*sig),
+            |tx, nb, actor, mut ids| {
+                let e = entries::read_entry(nb, entry)?;
+                let latest = e
+                    .latest()
+                    .map(|r| r.id)
+                    .ok_or_else(|| ModelError::UnknownId {
+                        kind: "entry",
+                        id: entry.to_hex(),
+                    })?;
+                entries::sign_entry(tx, actor, &mut ids, nb, entry, latest, None)
+            },
+        )?;
         Ok(sig)
     }
 
@@ -798,10 +859,14 @@ impl Device {
         } else {
             ReplyScope::Private
         };
-        let (id, hash) = self.edit_reading(doc, notebook, |tx, nb, actor, mut ids| {
-            entries::post_reply(tx, actor, &mut ids, nb, scope, entry, text)
-        })?;
-        self.lock().remember_item(id, doc, hash)?;
+        let (id, _) = self.edit_reading_item(
+            doc,
+            notebook,
+            |id: &ItemId| Some(*id),
+            |tx, nb, actor, mut ids| {
+                entries::post_reply(tx, actor, &mut ids, nb, scope, entry, text)
+            },
+        )?;
         Ok(id)
     }
 
@@ -840,7 +905,7 @@ impl Device {
         let known = g.items.get(&item).copied();
         let found = match known {
             Some(x) => Some(x),
-            None => match g.store.meta(&format!("item/{item}"))? {
+            None => match g.store.meta(&item_key(item))? {
                 Some(v) if v.len() > 33 => {
                     let (doc, hash) = v.split_at(v.len() - 33);
                     let doc: Option<DocId> =

@@ -68,7 +68,19 @@ impl Store {
     /// into **one** transaction (one fsync): when this returns `Ok`, every one of them is on
     /// disk and the caller may report each write done to the engine.
     pub fn apply_writes(&mut self, writes: &[StorageWrite]) -> Result<(), StoreError> {
-        let mut batch = WriteBatch::new();
+        self.apply_writes_with(writes, WriteBatch::new())
+    }
+
+    /// Like [`Store::apply_writes`], committing `extra` (e.g. metadata set with
+    /// [`WriteBatch::set_meta`]) in the **same** transaction as the writes' changes, heads and
+    /// sync states: after a crash either all of them are on disk or none. A device records which
+    /// change created an item this way, so that an edit is never kept without its record.
+    pub fn apply_writes_with(
+        &mut self,
+        writes: &[StorageWrite],
+        extra: WriteBatch,
+    ) -> Result<(), StoreError> {
+        let mut batch = extra;
         for w in writes {
             match &w.kind {
                 WriteKind::Changes { changes, heads } => {

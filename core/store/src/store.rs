@@ -409,14 +409,19 @@ impl Store {
     /// [`StoreError::MalformedChange`], bytes that are not a change or do not hash to the
     /// claimed hash.
     pub fn put_changes(&mut self, batch: &[(DocId, SignedChange)]) -> Result<(), StoreError> {
-        self.write_parts(batch, &[], &[]).map(|_| ())
+        self.write_parts(batch, &[], &[], &[]).map(|_| ())
     }
 
-    /// Commit a [`WriteBatch`] — changes of many documents, cached heads and sync states —
-    /// as one transaction with one fsync (group commit). Durable when it returns `Ok`;
-    /// nothing of it is written on `Err`.
+    /// Commit a [`WriteBatch`] — changes of many documents, cached heads, sync states and
+    /// metadata — as one transaction with one fsync (group commit). Durable when it returns
+    /// `Ok`; nothing of it is written on `Err`.
     pub fn write(&mut self, batch: &WriteBatch) -> Result<WriteSummary, StoreError> {
-        self.write_parts(&batch.changes, &batch.heads, &batch.sync_states)
+        self.write_parts(
+            &batch.changes,
+            &batch.heads,
+            &batch.sync_states,
+            &batch.meta,
+        )
     }
 
     fn write_parts(
@@ -424,9 +429,10 @@ impl Store {
         changes: &[(DocId, SignedChange)],
         heads: &[(DocId, Vec<ChangeHash>)],
         sync_states: &[(DeviceId, DocId, Vec<u8>)],
+        meta: &[(String, Vec<u8>)],
     ) -> Result<WriteSummary, StoreError> {
         let mut summary = WriteSummary::default();
-        if changes.is_empty() && heads.is_empty() && sync_states.is_empty() {
+        if changes.is_empty() && heads.is_empty() && sync_states.is_empty() && meta.is_empty() {
             return Ok(summary);
         }
         // Parse outside the write lock.
@@ -488,6 +494,10 @@ impl Store {
         }
         for (peer, doc, state) in sync_states {
             write_sync_state(&tx, path, peer, doc, state)?;
+        }
+        for (key, value) in meta {
+            tx.execute(SET_META, params![key, value])
+                .map_err(sql(path, "write meta", None))?;
         }
         tx.commit().map_err(sql(path, "commit write", None))?;
         Ok(summary)
@@ -1265,11 +1275,7 @@ impl Store {
     /// Store `value` under `key` (config, relay address, per-class secrets), durably.
     pub fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
+            .execute(SET_META, params![key, value])
             .map_err(sql(&self.path, "write meta", None))?;
         Ok(())
     }
@@ -1288,6 +1294,9 @@ impl Store {
         &self.conn
     }
 }
+
+const SET_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 fn write_heads(
     tx: &Transaction<'_>,

@@ -116,3 +116,67 @@ fn fsync_off_is_synchronous_off_and_stays_off() {
     let other = Store::open(&path).unwrap();
     assert_eq!(sync(&other), 2);
 }
+
+/// A change to `doc` signed by a fixed key, made on the document's genesis.
+fn signed_change(doc: &DocId, n: i64) -> homeroom_core::SignedChange {
+    use homeroom_core::automerge::ROOT;
+    use homeroom_core::automerge::transaction::{CommitOptions, Transactable};
+    let key = homeroom_core::DeviceKey::from_secret([7; 32]);
+    let actor = homeroom_core::identity::actor_for(&key.device_id(), [n as u8; 8]);
+    let mut am = homeroom_core::genesis::genesis_document(doc, actor);
+    let mut tx = am.transaction();
+    tx.put(ROOT, "n", n).unwrap();
+    tx.commit_with(CommitOptions::default().with_time(0));
+    let change = am.get_last_local_change().unwrap();
+    homeroom_core::SignedChange::sign(&key, doc, &change)
+}
+
+#[test]
+fn metadata_of_apply_writes_with_commits_with_the_changes_or_not_at_all() {
+    use homeroom_sync::{StorageWrite, WriteId, WriteKind};
+
+    use crate::WriteBatch;
+
+    let (_dir, mut store) = file_store();
+    let doc = DocId::new(ClassId([2; 16]), DocKind::Notebook);
+    let write = |c: &homeroom_core::SignedChange| StorageWrite {
+        id: WriteId(1),
+        kind: WriteKind::Changes {
+            changes: vec![(doc, c.clone())],
+            heads: vec![(doc, vec![c.hash])],
+        },
+    };
+    let (first, second) = (signed_change(&doc, 1), signed_change(&doc, 2));
+
+    let mut extra = WriteBatch::new();
+    extra.set_meta("item/first", b"record".to_vec());
+    store.apply_writes_with(&[write(&first)], extra).unwrap();
+    assert!(store.has_change(&doc, &first.hash).unwrap());
+    assert_eq!(store.meta("item/first").unwrap(), Some(b"record".to_vec()));
+
+    // The record's insert fails (as a crash before it would): the change of the same call
+    // must not be on disk without it.
+    store
+        .connection()
+        .execute_batch(
+            "CREATE TRIGGER fail_item BEFORE INSERT ON meta WHEN NEW.key = 'item/second'
+             BEGIN SELECT RAISE(ABORT, 'simulated failure'); END;",
+        )
+        .unwrap();
+    let mut extra = WriteBatch::new();
+    extra.set_meta("item/second", b"record".to_vec());
+    assert!(store.apply_writes_with(&[write(&second)], extra).is_err());
+    assert!(!store.has_change(&doc, &second.hash).unwrap());
+    assert_eq!(store.meta("item/second").unwrap(), None);
+    assert_eq!(store.heads(&doc).unwrap(), vec![first.hash]);
+    assert_eq!(store.undelivered(None).unwrap(), vec![]);
+
+    // Plain `apply_writes` and `write` are unchanged by an empty or metadata-only batch.
+    store.apply_writes(&[write(&second)]).unwrap();
+    assert!(store.has_change(&doc, &second.hash).unwrap());
+    let mut only_meta = WriteBatch::new();
+    only_meta.set_meta("k", b"v".to_vec());
+    assert!(!only_meta.is_empty());
+    store.write(&only_meta).unwrap();
+    assert_eq!(store.meta("k").unwrap(), Some(b"v".to_vec()));
+}

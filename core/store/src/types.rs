@@ -140,6 +140,7 @@ pub struct WriteBatch {
     pub(crate) changes: Vec<(DocId, SignedChange)>,
     pub(crate) heads: Vec<(DocId, Vec<ChangeHash>)>,
     pub(crate) sync_states: Vec<(DeviceId, DocId, Vec<u8>)>,
+    pub(crate) meta: Vec<(String, Vec<u8>)>,
 }
 
 impl WriteBatch {
@@ -175,9 +176,20 @@ impl WriteBatch {
         self
     }
 
+    /// Store `value` under the metadata `key` (as [`Store::set_meta`](crate::Store::set_meta)),
+    /// in the same transaction as the batch's changes: e.g. a device's record of which change
+    /// created an item, which must never be on disk without the change or the change without it.
+    pub fn set_meta(&mut self, key: impl Into<String>, value: Vec<u8>) -> &mut Self {
+        self.meta.push((key.into(), value));
+        self
+    }
+
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.heads.is_empty() && self.sync_states.is_empty()
+        self.changes.is_empty()
+            && self.heads.is_empty()
+            && self.sync_states.is_empty()
+            && self.meta.is_empty()
     }
 
     /// Number of changes in the batch.
