@@ -316,6 +316,15 @@ impl RosterIndex {
         }
     }
 
+    /// Whether an item `device` wrote, dated `time` (its own stamp, ms), was made while the
+    /// device and its member were active: dated at or before the revocation or removal
+    /// ([`RosterIndex::inactive_since`], [`dated_at_or_before`]), or neither happened. An
+    /// unknown device counts as active here; callers check the author's role separately.
+    pub fn written_while_active(&self, device: &DeviceId, time: i64) -> bool {
+        self.inactive_since(device)
+            .is_none_or(|since| dated_at_or_before(time, since))
+    }
+
     /// Whether `device` is an active staff device.
     pub fn is_staff(&self, device: &DeviceId) -> bool {
         self.member_of(device).is_some_and(Member::is_active_staff)
@@ -338,11 +347,29 @@ impl RosterIndex {
     }
 
     /// Whether `device` may write document `kind` of this class. Nobody writes an archived
-    /// class (a past term).
+    /// class (a past term); see [`RosterIndex::can_write_dated`] for changes made before the
+    /// archive.
     pub fn can_write(&self, device: &DeviceId, kind: &DocKind) -> bool {
-        if self.archived_at.is_some() {
-            return false;
-        }
+        self.archived_at.is_none() && self.may_write_open(device, kind)
+    }
+
+    /// Whether a change by `device` to document `kind`, dated `time` (the change's own time,
+    /// ms since the Unix epoch), is within the author's write right: as
+    /// [`RosterIndex::can_write`], except that in an archived class a change dated at or before
+    /// `archived_at` ([`dated_at_or_before`], the rule removal uses with
+    /// [`RosterIndex::inactive_since`]) is accepted if its author may write the document. A
+    /// post written just before the term was rolled over, that reaches a replica after the
+    /// archive change, is thus kept. This trusts the author's clock, only for edits before the
+    /// archive time: a writer could backdate an edit, which they could also have made before
+    /// the archive.
+    pub fn can_write_dated(&self, device: &DeviceId, kind: &DocKind, time: i64) -> bool {
+        self.archived_at
+            .is_none_or(|archived| dated_at_or_before(time, archived))
+            && self.may_write_open(device, kind)
+    }
+
+    /// Whether `device` may write document `kind` of this class, leaving the archive aside.
+    fn may_write_open(&self, device: &DeviceId, kind: &DocKind) -> bool {
         let Some(m) = self.member_of(device) else {
             return false;
         };
@@ -378,6 +405,15 @@ impl RosterIndex {
             .map(|k| DocId::new(class, k))
             .collect()
     }
+}
+
+/// Whether something dated `time` (a change's Automerge time, or an item's own stamp, ms)
+/// counts as made at or before `cutoff` (a removal, a revocation or the archive of the class):
+/// the one rule by which an author's edit that reaches a replica after such a roster change is
+/// still judged by the right the author had when they made it. Both dates are the writers'
+/// clocks.
+pub fn dated_at_or_before(time: i64, cutoff: i64) -> bool {
+    time <= cutoff
 }
 
 /// The founder and class id recorded in a roster document, if it has been founded: found by
@@ -651,6 +687,51 @@ mod tests {
         let idx = RosterIndex::read(&doc).unwrap();
         assert!(!idx.can_read(&parent, &DocKind::Notebook));
         assert!(idx.readable_docs(class, &parent).is_empty());
+    }
+
+    #[test]
+    fn an_archived_class_accepts_only_edits_dated_before_the_archive() {
+        let key = DeviceKey::from_secret([5; 32]);
+        let dev = key.device_id();
+        let nonce = [9u8; 16];
+        let class = class_id_for(&dev, &nonce);
+        let mut doc =
+            genesis_document(&DocId::new(class, DocKind::Roster), actor_for(&dev, [1; 8]));
+        let mut tx = doc.transaction();
+        write_founding(&mut tx, "Class 3B", &dev, MemberId([1; 8]), "Ms Li", 1000).unwrap();
+        let fam = FamilyId([2; 8]);
+        add_family(&mut tx, fam, "Wang").unwrap();
+        add_member(
+            &mut tx,
+            MemberId([3; 8]),
+            "Mr Wang",
+            &[Role::Guardian],
+            Some(fam),
+        )
+        .unwrap();
+        let parent = DeviceKey::from_secret([6; 32]).device_id();
+        add_device(&mut tx, parent, MemberId([3; 8]), 1001).unwrap();
+        tx.commit_with(founding_commit(&nonce, 1000));
+        let open = RosterIndex::read(&doc).unwrap();
+        assert!(open.can_write_dated(&dev, &DocKind::Notebook, i64::MAX));
+
+        let mut tx = doc.transaction();
+        archive(&mut tx, ClassId([8; 16]), 5000).unwrap();
+        tx.commit();
+        let idx = RosterIndex::read(&doc).unwrap();
+        assert!(!idx.can_write(&dev, &DocKind::Notebook));
+        assert!(idx.can_write_dated(&dev, &DocKind::Notebook, 4999));
+        assert!(idx.can_write_dated(&dev, &DocKind::Notebook, 5000));
+        assert!(!idx.can_write_dated(&dev, &DocKind::Notebook, 5001));
+        // Only the right the author had: a guardian never wrote the notebook.
+        assert!(idx.can_write_dated(&parent, &DocKind::Lane(fam), 4000));
+        assert!(!idx.can_write_dated(&parent, &DocKind::Notebook, 4000));
+        // A revoked device gets nothing from this rule (removal has its own).
+        let mut tx = doc.transaction();
+        revoke_device(&mut tx, parent, 3000).unwrap();
+        tx.commit();
+        let idx = RosterIndex::read(&doc).unwrap();
+        assert!(!idx.can_write_dated(&parent, &DocKind::Lane(fam), 2000));
     }
 
     #[test]

@@ -11,6 +11,13 @@
 //! - an **entry** or **revision** only when written by a staff device;
 //! - a **moderation mark** only when written by a staff device.
 //!
+//! Removal wins: staff content stays valid after a teacher leaves, but an entry, revision or
+//! private reply by a staff device dated after its revocation or its member's removal
+//! ([`RosterIndex::written_while_active`]) is hidden — it is still in the document (and in the
+//! relay's audit), only not shown. Guardians' signatures, receipts and replies already count
+//! only while their device and member are active, so anything by a removed guardian or a revoked
+//! device, dated after the removal or not, is hidden too.
+//!
 //! Signature status per entry and family: *signed* (a current revision), *superseded* (only
 //! revisions older than the last material edit were signed), or *unsigned*. Minor edits carry
 //! signatures forward. Families' consent answers are kept side by side; the entry's
@@ -381,7 +388,10 @@ impl NotebookView {
         let families: Vec<FamilyId> = roster.families.keys().copied().collect();
         let mut accs = Vec::new();
         for mut entry in read_entries(docs.notebook)? {
-            if !entry.author.is_some_and(|d| was_staff(roster, &d)) {
+            if !entry
+                .author
+                .is_some_and(|d| staff_while_active(roster, &d, entry.created_at))
+            {
                 continue;
             }
             if let ViewerRole::Guardian(f) = viewer.role
@@ -389,10 +399,11 @@ impl NotebookView {
             {
                 continue;
             }
-            // Revisions count only when a staff device wrote them.
-            entry
-                .revisions
-                .retain(|r| r.author.is_some_and(|d| was_staff(roster, &d)));
+            // Revisions count only when a staff device wrote them, before any removal.
+            entry.revisions.retain(|r| {
+                r.author
+                    .is_some_and(|d| staff_while_active(roster, &d, r.at))
+            });
             let Some(latest) = entry.latest().cloned() else {
                 continue;
             };
@@ -462,7 +473,7 @@ impl NotebookView {
                 let Some(device) = reply.author else { continue };
                 let (member, from_staff) = match guardians.guardian(&device) {
                     Some(m) => (m, false),
-                    None if was_staff(roster, &device) => {
+                    None if staff_while_active(roster, &device, reply_dated(&reply)) => {
                         let Some(d) = roster.devices.get(&device) else {
                             continue;
                         };
@@ -526,6 +537,17 @@ impl NotebookView {
     pub fn entry(&self, id: ItemId) -> Option<&EntryView> {
         self.entries.iter().find(|e| e.id == id)
     }
+}
+
+/// Whether `device` belongs to a staff member (even if since removed) and wrote an item dated
+/// `time` while it and its member were active: removal wins over staff content dated after it.
+fn staff_while_active(roster: &RosterIndex, device: &DeviceId, time: i64) -> bool {
+    was_staff(roster, device) && roster.written_while_active(device, time)
+}
+
+/// A reply's latest date: its last edit, or its posting.
+fn reply_dated(reply: &Reply) -> i64 {
+    reply.edited_at.map_or(reply.at, |e| e.max(reply.at))
 }
 
 fn reply_view(

@@ -414,7 +414,9 @@ impl Replica {
     /// Verify and apply changes received from a peer.
     ///
     /// Each change must carry a valid signature by the device named in its actor id, and that
-    /// device must be allowed to write the document by the class roster. On a relay, a change
+    /// device must be allowed to write the document by the class roster (in an archived class,
+    /// a change dated at or before the archive is judged by the right its author had then:
+    /// [`RosterIndex::can_write_dated`]). On a relay, a change
     /// by a device the roster knows but does not allow is rejected for good; a change by a
     /// device the roster does not (yet) name is held until a roster change names it. A device
     /// holds every unauthorized change (its roster may lag the relay's) and rejects only bad
@@ -695,7 +697,12 @@ impl Replica {
         let Some(r) = index else {
             return Authorization::Unknown;
         };
-        if r.can_write(author, &doc_id.kind) {
+        // In an archived class, an edit dated at or before the archive is judged by the right
+        // its author had then (docs/invites.md §4): it may reach us after the archive change.
+        if r.can_write_dated(author, &doc_id.kind, change.timestamp()) {
+            if doc_id.kind == DocKind::Roster && r.archived_at.is_some() {
+                return self.authorize_archived_roster(doc_id, r, change);
+            }
             return Authorization::Allowed;
         }
         if doc_id.kind == DocKind::Roster && r.invites.contains_key(author) {
@@ -710,8 +717,8 @@ impl Replica {
             // from them once it knows (it forwarded nothing of theirs after that); a device
             // applies what they wrote before the removal and refuses what is dated after it.
             let before = !self.is_relay()
-                && change.timestamp() <= since
-                && Self::could_write_when_active(r, author, &doc_id.kind);
+                && roster::dated_at_or_before(change.timestamp(), since)
+                && Self::could_write_when_active(r, author, &doc_id.kind, change.timestamp());
             return if before {
                 Authorization::Allowed
             } else {
@@ -729,8 +736,14 @@ impl Replica {
         }
     }
 
-    /// Whether `author` could write `kind` if its device and member were still active.
-    fn could_write_when_active(r: &RosterIndex, author: &DeviceId, kind: &DocKind) -> bool {
+    /// Whether `author` could write `kind`, in a change dated `time`, if its device and member
+    /// were still active.
+    fn could_write_when_active(
+        r: &RosterIndex,
+        author: &DeviceId,
+        kind: &DocKind,
+        time: i64,
+    ) -> bool {
         let mut r = r.clone();
         let Some(d) = r.devices.get_mut(author) else {
             return false;
@@ -740,7 +753,41 @@ impl Replica {
         if let Some(m) = r.members.get_mut(&member) {
             m.removed_at = None;
         }
-        r.can_write(author, kind)
+        r.can_write_dated(author, kind, time)
+    }
+
+    /// A staff roster change dated at or before the archive of its class that reaches us after
+    /// it: allowed only if the class stays archived as it was, so a backdated change cannot
+    /// lift or move the archive (and with it the "dated at or before" window).
+    fn authorize_archived_roster(
+        &self,
+        doc_id: &DocId,
+        before: &RosterIndex,
+        change: &Change,
+    ) -> Authorization {
+        let Some(ds) = self.docs.get(doc_id) else {
+            return Authorization::Unknown;
+        };
+        if change
+            .deps()
+            .iter()
+            .any(|d| ds.doc.get_change_by_hash(d).is_none())
+        {
+            return Authorization::Unknown;
+        }
+        let mut fork = ds.doc.fork();
+        if fork.apply_changes([change.clone()]).is_err() {
+            return Authorization::Refused(RejectReason::MalformedChange);
+        }
+        match RosterIndex::read(&fork) {
+            Ok(after)
+                if after.archived_at == before.archived_at
+                    && after.next_term == before.next_term =>
+            {
+                Authorization::Allowed
+            }
+            _ => Authorization::Refused(RejectReason::ReadOnly),
+        }
     }
 
     /// A roster change authored by an invite key: allowed only if its effect is exactly a
@@ -959,25 +1006,34 @@ impl Replica {
     }
 
     /// Of `hashes`, the changes of `doc_id` held here whose author may not write the document
-    /// per this replica's current roster: what a device confirms itself before acting on a LAN
-    /// peer's `Reject` (a peer alone cannot make it drop anything).
+    /// per this replica's current roster (an edit dated at or before the archive of the class
+    /// is judged by the right its author had then): what a device confirms itself before acting
+    /// on a LAN peer's `Reject` (a peer alone cannot make it drop anything).
     pub fn unauthorized_among(
         &mut self,
         doc_id: &DocId,
         hashes: &[ChangeHash],
     ) -> Result<Vec<ChangeHash>, SyncError> {
         let ds = self.doc_state(doc_id)?;
-        let authored: Vec<(ChangeHash, DeviceId)> = hashes
+        let authored: Vec<(ChangeHash, DeviceId, i64)> = hashes
             .iter()
-            .filter_map(|h| ds.signatures.get(h).map(|(author, _)| (*h, *author)))
+            .filter_map(|h| {
+                let (author, _) = ds.signatures.get(h)?;
+                // A change we cannot date counts as made after any archive.
+                let time = ds
+                    .doc
+                    .get_change_by_hash(h)
+                    .map_or(i64::MAX, |c| c.timestamp());
+                Some((*h, *author, time))
+            })
             .collect();
         let Some(roster) = self.rosters.get(&doc_id.class) else {
             return Ok(Vec::new());
         };
         Ok(authored
             .into_iter()
-            .filter(|(_, author)| !roster.can_write(author, &doc_id.kind))
-            .map(|(h, _)| h)
+            .filter(|(_, author, time)| !roster.can_write_dated(author, &doc_id.kind, *time))
+            .map(|(h, _, _)| h)
             .collect())
     }
 
