@@ -765,28 +765,15 @@ impl Replica {
         before: &RosterIndex,
         change: &Change,
     ) -> Authorization {
-        let Some(ds) = self.docs.get(doc_id) else {
-            return Authorization::Unknown;
-        };
-        if change
-            .deps()
-            .iter()
-            .any(|d| ds.doc.get_change_by_hash(d).is_none())
-        {
-            return Authorization::Unknown;
-        }
-        let mut fork = ds.doc.fork();
-        if fork.apply_changes([change.clone()]).is_err() {
-            return Authorization::Refused(RejectReason::MalformedChange);
-        }
-        match RosterIndex::read(&fork) {
-            Ok(after)
+        match self.roster_with(doc_id, change) {
+            Ok(Some(after))
                 if after.archived_at == before.archived_at
                     && after.next_term == before.next_term =>
             {
                 Authorization::Allowed
             }
-            _ => Authorization::Refused(RejectReason::ReadOnly),
+            Ok(_) => Authorization::Refused(RejectReason::ReadOnly),
+            Err(a) => a,
         }
     }
 
@@ -803,23 +790,10 @@ impl Replica {
         if change.len() > invite::MAX_REDEMPTION_OPS {
             return Authorization::Refused(RejectReason::InviteMismatch);
         }
-        let Some(ds) = self.docs.get(doc_id) else {
-            return Authorization::Unknown;
-        };
-        if change
-            .deps()
-            .iter()
-            .any(|d| ds.doc.get_change_by_hash(d).is_none())
-        {
-            // Built on roster changes we do not have yet: wait for them.
-            return Authorization::Unknown;
-        }
-        let mut fork = ds.doc.fork();
-        if fork.apply_changes([change.clone()]).is_err() {
-            return Authorization::Refused(RejectReason::MalformedChange);
-        }
-        let Ok(after) = RosterIndex::read(&fork) else {
-            return Authorization::Refused(RejectReason::InviteMismatch);
+        let after = match self.roster_with(doc_id, change) {
+            Ok(Some(after)) => after,
+            Ok(None) => return Authorization::Refused(RejectReason::InviteMismatch),
+            Err(a) => return a,
         };
         let now = self.is_relay().then_some(now_ms);
         let checked = invite::check_redemption(
@@ -835,14 +809,7 @@ impl Replica {
             // redeemed the same invite itself and the relay will refuse its own).
             return Authorization::Denied;
         }
-        match invite::check_redemption(
-            before,
-            &after,
-            author,
-            change.timestamp(),
-            now,
-            self.limits.max_clock_skew_ms,
-        ) {
+        match checked {
             Ok(_) => Authorization::Allowed,
             Err(InviteError::AlreadyUsed) => Authorization::Refused(RejectReason::InviteUsed),
             Err(InviteError::Expired { .. }) => Authorization::Refused(RejectReason::InviteExpired),
@@ -868,29 +835,44 @@ impl Replica {
         if change.len() > invite::MAX_REDEMPTION_OPS {
             return refused;
         }
+        match self.roster_with(doc_id, change) {
+            Ok(Some(after))
+                if invite::check_self_invite(before, &after, author, change.timestamp())
+                    .is_ok() =>
+            {
+                Authorization::Allowed
+            }
+            Ok(_) => refused,
+            Err(a) => a,
+        }
+    }
+
+    /// The roster index `doc_id` would have with `change` applied, computed on a fork (nothing
+    /// here changes): the one way every effect-checked roster change (invite redemption,
+    /// self-invite, a backdated edit of an archived class) is judged. `Err(Unknown)` when the
+    /// change builds on roster changes not held yet (wait for them); `Err(Refused(
+    /// MalformedChange))` when automerge refuses it; `Ok(None)` when the result does not read
+    /// as a roster.
+    fn roster_with(
+        &self,
+        doc_id: &DocId,
+        change: &Change,
+    ) -> Result<Option<RosterIndex>, Authorization> {
         let Some(ds) = self.docs.get(doc_id) else {
-            return Authorization::Unknown;
+            return Err(Authorization::Unknown);
         };
         if change
             .deps()
             .iter()
             .any(|d| ds.doc.get_change_by_hash(d).is_none())
         {
-            return Authorization::Unknown;
+            return Err(Authorization::Unknown);
         }
         let mut fork = ds.doc.fork();
         if fork.apply_changes([change.clone()]).is_err() {
-            return Authorization::Refused(RejectReason::MalformedChange);
+            return Err(Authorization::Refused(RejectReason::MalformedChange));
         }
-        match RosterIndex::read(&fork) {
-            Ok(after)
-                if invite::check_self_invite(before, &after, author, change.timestamp())
-                    .is_ok() =>
-            {
-                Authorization::Allowed
-            }
-            _ => refused,
-        }
+        Ok(RosterIndex::read(&fork).ok())
     }
 
     /// Guardian: write an invite for this device's member's own second device (no staff
