@@ -613,19 +613,36 @@ impl SyncNode {
             catalog.push(self.class_catalog(*class, &device, theirs.get(class))?);
         }
         catalog.extend(self.removed_catalog(sid, &device)?);
+        self.establish(_now, sid, device, &enrolled, catalog);
+        for class in &enrolled {
+            self.push_not_yet_durable(sid, *class, &device)?;
+        }
+        Ok(())
+    }
+
+    /// Answer an accepted `Hello` (from a device to a relay, or between LAN peers): the
+    /// session follows `classes`, and `Welcome` then `catalog` go out.
+    pub(super) fn establish(
+        &mut self,
+        now: i64,
+        sid: SessionId,
+        device: DeviceId,
+        classes: &[ClassId],
+        catalog: Vec<ClassCatalog>,
+    ) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.peer = device;
             s.phase = Phase::Established;
-            s.classes = enrolled.iter().copied().collect();
+            s.classes = classes.iter().copied().collect();
         }
-        for class in &enrolled {
+        for class in classes {
             self.class_sessions.entry(*class).or_default().insert(sid);
         }
         self.transmits.push_back((
             sid,
             Message::Welcome {
                 version: PROTOCOL_VERSION,
-                relay_time: _now,
+                relay_time: now,
             },
         ));
         self.transmits
@@ -636,10 +653,6 @@ impl SyncNode {
                 session: sid,
                 peer: Some(device),
             });
-        for class in &enrolled {
-            self.push_not_yet_durable(sid, *class, &device)?;
-        }
-        Ok(())
     }
 
     /// The catalog entry of `class` for `device`: the class digest, and the per-document

@@ -362,29 +362,7 @@ impl SyncNode {
                 docs,
             });
         }
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.peer = device;
-            s.phase = Phase::Established;
-            s.classes = shared.iter().copied().collect();
-        }
-        for class in &shared {
-            self.class_sessions.entry(*class).or_default().insert(sid);
-        }
-        self.transmits.push_back((
-            sid,
-            Message::Welcome {
-                version: PROTOCOL_VERSION,
-                relay_time: now,
-            },
-        ));
-        self.transmits
-            .push_back((sid, Message::Catalog { classes: catalog }));
-        self.replica
-            .events
-            .push_back(NodeEvent::SessionEstablished {
-                session: sid,
-                peer: Some(device),
-            });
+        self.establish(now, sid, device, &shared, catalog);
         Ok(())
     }
 
