@@ -21,6 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 export HOMEROOM_BENCH_QUICK=1
+# A one-shot run gains nothing from incremental state, which costs GBs of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
 
 step() { printf '\n== %s ==\n' "$*"; }
