@@ -9,6 +9,7 @@
 //! and the change hash ([`DeviceKey::sign_change`]). [`verify_change`] is the one function that
 //! checks a change's signature and returns its author device; relay and peers both use it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -53,12 +54,90 @@ impl DeviceId {
         signature: &[u8; 64],
     ) -> Result<(), IdentityError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| IdentityError::InvalidPublicKey)?;
-        let sig = Signature::from_bytes(signature);
-        let mut buf = Vec::with_capacity(domain.len() + message.len());
-        buf.extend_from_slice(domain);
-        buf.extend_from_slice(message);
-        key.verify(&buf, &sig)
-            .map_err(|_| IdentityError::BadSignature { device: *self })
+        verify_with(&key, self, domain, message, signature)
+    }
+}
+
+fn verify_with(
+    key: &VerifyingKey,
+    device: &DeviceId,
+    domain: &[u8],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), IdentityError> {
+    let sig = Signature::from_bytes(signature);
+    let mut buf = Vec::with_capacity(domain.len() + message.len());
+    buf.extend_from_slice(domain);
+    buf.extend_from_slice(message);
+    key.verify(&buf, &sig)
+        .map_err(|_| IdentityError::BadSignature { device: *device })
+}
+
+/// Public keys already decompressed, by device, for verifying many signatures by the same few
+/// devices (a class's roster): decompressing an ed25519 key costs about a tenth of a
+/// verification. Verification itself is unchanged ([`DeviceId::verify`]'s); a key is kept only
+/// once a signature verified under it, and the cache is emptied when it reaches
+/// [`KeyCache::MAX_KEYS`], so that keys made up by a peer cannot grow it without bound.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: HashMap<DeviceId, VerifyingKey>,
+}
+
+impl KeyCache {
+    /// Keys kept at most (a few classes' devices).
+    pub const MAX_KEYS: usize = 4096;
+
+    /// Like [`DeviceId::verify`], reusing the decompressed key of a device seen before.
+    pub fn verify(
+        &mut self,
+        device: &DeviceId,
+        domain: &[u8],
+        message: &[u8],
+        signature: &[u8; 64],
+    ) -> Result<(), IdentityError> {
+        if let Some(key) = self.keys.get(device) {
+            return verify_with(key, device, domain, message, signature);
+        }
+        let key =
+            VerifyingKey::from_bytes(&device.0).map_err(|_| IdentityError::InvalidPublicKey)?;
+        verify_with(&key, device, domain, message, signature)?;
+        if self.keys.len() >= Self::MAX_KEYS {
+            self.keys.clear();
+        }
+        self.keys.insert(*device, key);
+        Ok(())
+    }
+
+    /// Like [`verify_parsed`], reusing decompressed keys.
+    pub fn verify_parsed(
+        &mut self,
+        doc: &DocId,
+        change: Change,
+        signature: &ChangeSignature,
+    ) -> Result<VerifiedChange, IdentityError> {
+        let hash = change.hash();
+        let author = change_author(&change)?;
+        self.verify(
+            &author,
+            CHANGE_DOMAIN,
+            &change_message(doc, &hash),
+            &signature.0,
+        )?;
+        Ok(VerifiedChange {
+            change,
+            author,
+            signature: *signature,
+        })
+    }
+
+    /// How many keys are kept.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is kept.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 
@@ -311,15 +390,20 @@ pub fn verify_parsed(
     signature: &ChangeSignature,
 ) -> Result<VerifiedChange, IdentityError> {
     let hash = change.hash();
-    let author = author_of(change.actor_id()).ok_or_else(|| IdentityError::ForeignActor {
-        hash,
-        len: change.actor_id().to_bytes().len(),
-    })?;
+    let author = change_author(&change)?;
     author.verify(CHANGE_DOMAIN, &change_message(doc, &hash), &signature.0)?;
     Ok(VerifiedChange {
         change,
         author,
         signature: *signature,
+    })
+}
+
+/// The device a change's actor id names (its claimed author).
+fn change_author(change: &Change) -> Result<DeviceId, IdentityError> {
+    author_of(change.actor_id()).ok_or_else(|| IdentityError::ForeignActor {
+        hash: change.hash(),
+        len: change.actor_id().to_bytes().len(),
     })
 }
 
@@ -348,6 +432,45 @@ mod tests {
         let verified = verify_change(&doc_id, &signed.bytes, &signed.signature).unwrap();
         assert_eq!(verified.author, key.device_id());
         assert_eq!(verified.change.hash(), signed.hash);
+    }
+
+    #[test]
+    fn the_key_cache_verifies_exactly_as_uncached_verification() {
+        let key = DeviceKey::from_secret([1; 32]);
+        let other = DeviceKey::from_secret([2; 32]);
+        let notebook = DocId::new(ClassId([3; 16]), DocKind::Notebook);
+        let roster = DocId::new(ClassId([3; 16]), DocKind::Roster);
+        let (_, change) = doc_with_change(&key);
+        let signed = SignedChange::sign(&key, &notebook, &change);
+        let forged = other.sign_change(&notebook, &change.hash());
+        let mut cache = KeyCache::default();
+        // A bad signature before any good one: refused, and no key is kept for it.
+        assert!(matches!(
+            cache.verify_parsed(&notebook, change.clone(), &forged),
+            Err(IdentityError::BadSignature { .. })
+        ));
+        assert!(cache.is_empty());
+        let v = cache
+            .verify_parsed(&notebook, change.clone(), &signed.signature)
+            .unwrap();
+        assert_eq!(v.author, key.device_id());
+        assert_eq!(cache.len(), 1);
+        // With the key cached, everything refused uncached is still refused.
+        assert!(matches!(
+            cache.verify_parsed(&notebook, change.clone(), &forged),
+            Err(IdentityError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            cache.verify_parsed(&roster, change.clone(), &signed.signature),
+            Err(IdentityError::BadSignature { .. })
+        ));
+        // And what verifies uncached verifies cached.
+        assert!(
+            cache
+                .verify_parsed(&notebook, change, &signed.signature)
+                .is_ok()
+        );
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

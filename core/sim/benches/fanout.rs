@@ -4,9 +4,12 @@
 //! post (all 32 engines on one thread) and the frames and bytes per post.
 //!
 //! It is deterministic (fixed seed), so `valgrind --tool=callgrind` gives repeatable
-//! instruction counts even on a loaded machine:
-//! `cargo bench -p homeroom-sim --bench fanout --no-run` then
-//! `HOMEROOM_BENCH_QUICK=1 valgrind --tool=callgrind target/release/deps/fanout-*`.
+//! instruction counts even on a loaded machine. Setting up the class costs far more than a
+//! post, so measure a post as the difference of two runs:
+//! `cargo bench -p homeroom-sim --bench fanout --no-run`, then
+//! `HOMEROOM_FANOUT_POSTS=10` and `HOMEROOM_FANOUT_POSTS=40 valgrind --tool=callgrind
+//! target/release/deps/fanout-<hash>`; (instructions of the second − the first) / 30.
+//! The figures and their breakdown by component are in docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};

@@ -36,6 +36,14 @@ use crate::write::{NodeEvent, StorageWrite, WriteId};
 mod join;
 mod peer;
 
+/// How many changes received from a peer may go unanswered before we answer with our heads
+/// (see `SyncNode::receive`). 1 is automerge's own behaviour (answer every message that
+/// carried changes); more trades staleness of the peer's sync state (its per-message cost
+/// grows with the unanswered changes, up to this many) for fewer messages. Each document of a
+/// session starts its count at a phase taken from the device key, so that the 30 parents of a
+/// class receiving the same posts do not all answer the same one.
+const ACK_AFTER_CHANGES: usize = 8;
+
 /// Identifies one session (one connected peer) within a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
@@ -72,6 +80,9 @@ struct PeerDoc {
     state: sync::State,
     /// Heads last reported to the peer in `Saved`.
     last_saved: Vec<ChangeHash>,
+    /// Changes applied from this peer's messages since we last sent it a sync message (see
+    /// [`ACK_AFTER_CHANGES`]).
+    applied_since_sent: usize,
 }
 
 #[derive(Debug)]
@@ -102,6 +113,9 @@ pub struct SyncNode {
     joins: join::JoinState,
     /// Device: invites being redeemed, by class.
     pending_joins: BTreeMap<ClassId, PendingJoin>,
+    /// The last change chunk whose hash `signatures_for` computed, and that hash: a fan-out
+    /// sends the same change to every session.
+    last_chunk: Option<(Vec<u8>, ChangeHash)>,
 }
 
 /// Device side: an invite this device is redeeming.
@@ -141,6 +155,7 @@ impl SyncNode {
             lan: peer::LanState::default(),
             joins: join::JoinState::default(),
             pending_joins: BTreeMap::new(),
+            last_chunk: None,
         }
     }
 
@@ -392,6 +407,7 @@ impl SyncNode {
         let pd = s.docs.entry(*doc).or_insert_with(|| PeerDoc {
             state: sync::State::new(),
             last_saved: Vec::new(),
+            applied_since_sent: 0,
         });
         if !force && pd.last_saved == heads {
             return;
@@ -917,7 +933,7 @@ impl SyncNode {
         message.flags = None;
         self.ensure_peer_doc(sid, &doc)?;
         let rejected = !outcome.rejected.is_empty();
-        self.receive(sid, &doc, message)?;
+        self.receive(sid, &doc, message, outcome.applied.len())?;
         if rejected {
             let reason = outcome.rejected[0].1;
             self.transmits.push_back((
@@ -987,23 +1003,39 @@ impl SyncNode {
         {
             state = sync::State::new();
         }
+        // The answer phase (see ACK_AFTER_CHANGES): from this device's key, or on a relay the
+        // peer's.
+        let phase_key = self.replica.device_id().unwrap_or(peer);
+        let phase = usize::from(phase_key.0[0]) % ACK_AFTER_CHANGES;
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.docs.insert(
                 *doc,
                 PeerDoc {
                     state,
                     last_saved: Vec::new(),
+                    applied_since_sent: phase,
                 },
             );
         }
         Ok(())
     }
 
+    /// Hand automerge the rest of a peer's message (its changes already went through
+    /// [`Replica::ingest`]; `applied` of them were applied).
+    ///
+    /// Automerge, applying changes itself, would answer them with our new heads: that answer
+    /// is what lets the peer advance its shared heads, and without it the peer's every later
+    /// sync message (its bloom filter, its `get_hashes` walk) covers everything it sent us
+    /// since — a cost that grows with every post of a long session. As we apply the changes
+    /// before automerge sees the message, automerge takes its unchanged heads for "already
+    /// told them" and stays silent; so once [`ACK_AFTER_CHANGES`] changes from this peer went
+    /// unanswered we restore the heads it last sent, and it answers as it would have.
     fn receive(
         &mut self,
         sid: SessionId,
         doc: &DocId,
         message: sync::Message,
+        applied: usize,
     ) -> Result<(), SyncError> {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Ok(());
@@ -1012,12 +1044,19 @@ impl SyncNode {
             return Ok(());
         };
         let am = self.replica.document_mut(doc)?;
+        let last_sent = (applied > 0).then(|| pd.state.last_sent_heads.clone());
         if let Err(e) = am.receive_sync_message(&mut pd.state, message) {
             self.replica.events.push_back(NodeEvent::PeerMisbehaved {
                 session: sid,
                 detail: format!("sync message for {doc} refused by automerge: {e}"),
             });
             pd.state = sync::State::new();
+            pd.applied_since_sent = 0;
+        } else if let Some(last_sent) = last_sent {
+            pd.applied_since_sent = pd.applied_since_sent.saturating_add(applied);
+            if pd.applied_since_sent >= ACK_AFTER_CHANGES {
+                pd.state.last_sent_heads = last_sent;
+            }
         }
         Ok(())
     }
@@ -1085,6 +1124,7 @@ impl SyncNode {
             },
             None => return Ok(()),
         };
+        pd.applied_since_sent = 0;
         if upload_only {
             message.changes = ChunkList::empty();
         }
@@ -1101,25 +1141,40 @@ impl SyncNode {
     }
 
     /// Signatures of the changes a (V1) message carries; we never produce V2 (see `on_sync`).
-    fn signatures_for(&self, doc: &DocId, message: &sync::Message) -> Vec<SignatureEntry> {
-        message
-            .changes
-            .iter()
-            .filter_map(|chunk| {
-                // Fast path: a plain change chunk's hash is SHA-256 over its bytes after the
-                // magic and checksum. A wrong guess only misses the lookup (SHA-256 does not
-                // collide), and then the chunk is parsed — parsing every change for every
-                // session was a visible share of a relay's fan-out.
-                let hash = chunk_hash_guess(chunk)
-                    .filter(|h| self.replica.signature(doc, h).is_some())
-                    .or_else(|| Change::try_from(chunk).ok().map(|c| c.hash()))?;
-                let sig = self.replica.signature(doc, &hash)?;
-                Some(SignatureEntry {
-                    hash: hash.0,
-                    signature: Sig64(sig.0),
-                })
-            })
-            .collect()
+    fn signatures_for(&mut self, doc: &DocId, message: &sync::Message) -> Vec<SignatureEntry> {
+        let mut out = Vec::with_capacity(message.changes.len());
+        for chunk in message.changes.iter() {
+            // Fast path: a plain change chunk's hash is SHA-256 over its bytes after the
+            // magic and checksum. A wrong guess only misses the lookup (SHA-256 does not
+            // collide), and then the chunk is parsed — parsing every change for every
+            // session was a visible share of a relay's fan-out.
+            let hash = self
+                .chunk_hash(chunk)
+                .filter(|h| self.replica.signature(doc, h).is_some())
+                .or_else(|| Change::try_from(chunk).ok().map(|c| c.hash()));
+            let Some((hash, sig)) = hash.and_then(|h| Some((h, self.replica.signature(doc, &h)?)))
+            else {
+                continue;
+            };
+            out.push(SignatureEntry {
+                hash: hash.0,
+                signature: Sig64(sig.0),
+            });
+        }
+        out
+    }
+
+    /// [`chunk_hash_guess`], remembering the last chunk (compared byte for byte): a fan-out
+    /// hashes the same change for every session otherwise.
+    fn chunk_hash(&mut self, chunk: &[u8]) -> Option<ChangeHash> {
+        if let Some((bytes, hash)) = &self.last_chunk
+            && bytes.as_slice() == chunk
+        {
+            return Some(*hash);
+        }
+        let hash = chunk_hash_guess(chunk)?;
+        self.last_chunk = Some((chunk.to_vec(), hash));
+        Some(hash)
     }
 
     /// After `doc` changed, send sync messages to every other session that may read it.

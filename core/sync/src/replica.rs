@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use homeroom_core::automerge::transaction::{CommitOptions, Transaction};
 use homeroom_core::automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
-use homeroom_core::identity::{self, actor_for};
+use homeroom_core::identity::{self, KeyCache, actor_for};
 use homeroom_core::invite::{self, InviteError};
 use homeroom_core::roster::{self, RosterIndex};
 use homeroom_core::{
@@ -98,6 +98,8 @@ pub struct Replica {
     docs: HashMap<DocId, DocState>,
     rosters: HashMap<ClassId, RosterIndex>,
     enrollments: HashMap<DeviceId, BTreeSet<ClassId>>,
+    /// Decompressed public keys of the authors whose signatures verified here.
+    keys: KeyCache,
     limits: Limits,
     writes: VecDeque<StorageWrite>,
     /// Writes handed out and not yet durable, in order.
@@ -153,6 +155,7 @@ impl Replica {
             docs: HashMap::new(),
             rosters: HashMap::new(),
             enrollments: HashMap::new(),
+            keys: KeyCache::default(),
             limits,
             writes: VecDeque::new(),
             in_flight: VecDeque::new(),
@@ -500,7 +503,7 @@ impl Replica {
                 batch_rejected.insert(hash);
                 continue;
             };
-            let verified = match identity::verify_parsed(doc_id, inc.change, &signature) {
+            let verified = match self.keys.verify_parsed(doc_id, inc.change, &signature) {
                 Ok(v) => v,
                 Err(_) => {
                     outcome.rejected.push((hash, RejectReason::BadSignature));
@@ -1112,9 +1115,11 @@ impl Replica {
         if ds.undelivered.is_empty() {
             return Ok(Vec::new());
         }
+        // Metadata only: rebuilding each change (`get_change_by_hash`) just to see that it
+        // exists cost a visible share of every `Saved` a device handles.
         let known: Vec<ChangeHash> = heads
             .iter()
-            .filter(|h| ds.doc.get_change_by_hash(h).is_some())
+            .filter(|h| ds.doc.get_change_meta_by_hash(h).is_some())
             .copied()
             .collect();
         if known.is_empty() {
