@@ -289,7 +289,7 @@ impl Hub {
                 kill,
             } => {
                 if self.stopping.is_some() {
-                    let _ = outbound.try_send(Outbound::Message(shutting_down()));
+                    let _ = outbound.try_send(Outbound::Message(Box::new(shutting_down())));
                     let _ = outbound.try_send(Outbound::Close(close_code::SHUTTING_DOWN));
                     return;
                 }
@@ -416,7 +416,7 @@ impl Hub {
             tracing::trace!(session = %sid, kind = msg.kind(), "message for a closed session dropped");
             return;
         };
-        if peer.push(Outbound::Message(msg)).is_err() {
+        if peer.push(Outbound::Message(Box::new(msg))).is_err() {
             self.too_slow(sid);
             return;
         }
@@ -455,7 +455,7 @@ impl Hub {
             return;
         };
         let queued = match last {
-            Some(msg) => peer.push(Outbound::Message(msg)),
+            Some(msg) => peer.push(Outbound::Message(Box::new(msg))),
             None => Ok(()),
         }
         .and_then(|()| peer.push(Outbound::Close(code)));
@@ -699,7 +699,7 @@ mod tests {
             }
             while let Ok(Outbound::Message(msg)) = out.try_recv() {
                 progressed = true;
-                dev.handle_message(now_ms(), dsid, msg).unwrap();
+                dev.handle_message(now_ms(), dsid, *msg).unwrap();
             }
             if !progressed {
                 return;
@@ -728,18 +728,18 @@ mod tests {
         // The queue of one took the Welcome; the Catalog did not fit: killed as too slow.
         assert!(matches!(
             slow_out.try_recv(),
-            Ok(Outbound::Message(Message::Welcome { .. }))
+            Ok(Outbound::Message(m)) if matches!(*m, Message::Welcome { .. })
         ));
         let kill = slow_kill.try_recv().unwrap();
         assert_eq!(kill.code, close_code::TOO_SLOW);
         // The other connection is untouched.
         assert!(matches!(
             ok_out.try_recv(),
-            Ok(Outbound::Message(Message::Welcome { .. }))
+            Ok(Outbound::Message(m)) if matches!(*m, Message::Welcome { .. })
         ));
         assert!(matches!(
             ok_out.try_recv(),
-            Ok(Outbound::Message(Message::Catalog { .. }))
+            Ok(Outbound::Message(m)) if matches!(*m, Message::Catalog { .. })
         ));
         assert!(ok_kill.try_recv().is_err());
         assert_eq!(hub.node.session_count(), 1);
@@ -825,8 +825,8 @@ mod tests {
                 hub.drain();
             }
             while let Ok(Outbound::Message(msg)) = out.try_recv() {
-                seen.push(msg.clone());
-                dev.handle_message(now_ms(), dsid, msg).unwrap();
+                seen.push((*msg).clone());
+                dev.handle_message(now_ms(), dsid, *msg).unwrap();
             }
         }
         assert!(writes.try_recv().is_err(), "nothing was written");
@@ -870,7 +870,7 @@ mod tests {
             held.extend(writes.try_iter().map(|w| w.id));
             while let Ok(Outbound::Message(msg)) = out.try_recv() {
                 progressed = true;
-                dev.handle_message(now_ms(), dsid, msg).unwrap();
+                dev.handle_message(now_ms(), dsid, *msg).unwrap();
             }
             if !progressed {
                 return held;

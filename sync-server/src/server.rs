@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use homeroom_sync::{Replica, SyncError, SyncNode};
 use homeroom_transport::{
-    RelayCertificate, TransportError, TransportLimits, install_crypto_provider, server_config,
-    tcp_server_config,
+    RELAY_SEND_SEGMENTS, RelayCertificate, TransportError, TransportLimits,
+    install_crypto_provider, segment_capped_socket, server_config, tcp_server_config,
 };
 use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -124,7 +124,10 @@ impl Server {
             source,
         };
         let socket = std::net::UdpSocket::bind(settings.listen).map_err(bind)?;
-        let endpoint = quinn::Endpoint::new(
+        // One datagram per send: bounds quinn's per-connection send buffer (docs/benchmarks.md,
+        // "Memory per connected device, profiled").
+        let socket = segment_capped_socket(socket, RELAY_SEND_SEGMENTS).map_err(bind)?;
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             stateless_reset::endpoint_config(&reset_secret),
             Some(config),
             socket,
@@ -361,9 +364,18 @@ async fn accept_loop(
                     incoming.refuse();
                     continue;
                 }
+                let addr = incoming.remote_address();
+                let connecting = match incoming.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(peer = %addr, error = %e, "incoming connection failed");
+                        continue;
+                    }
+                };
                 next_id += 1;
                 tasks.spawn(connection::run(
-                    incoming,
+                    connecting,
+                    addr,
                     ConnId(next_id),
                     hub.clone(),
                     settings.clone(),

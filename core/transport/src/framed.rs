@@ -46,12 +46,19 @@ impl FramedSend {
     }
 }
 
+/// The most bytes taken from quinn's receive buffer in one read.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// The receiving half: reads and decodes frames, enforcing the size limit before buffering.
+///
+/// Memory: it owns no read buffer (it takes quinn's received chunks as they are) and, while no
+/// partial frame is buffered, no decode buffer either: an idle connection holds nothing here,
+/// whatever size its earlier frames had.
 #[derive(Debug)]
 pub struct FramedRecv {
     stream: quinn::RecvStream,
     decoder: FrameDecoder,
-    buf: Vec<u8>,
+    max_frame: usize,
     /// Bytes read so far.
     pub bytes: u64,
 }
@@ -62,7 +69,7 @@ impl FramedRecv {
         Self {
             stream,
             decoder: FrameDecoder::new(max_frame),
-            buf: vec![0u8; 64 * 1024],
+            max_frame,
             bytes: 0,
         }
     }
@@ -73,10 +80,15 @@ impl FramedRecv {
             if let Decoded::Message(m) = self.decoder.next_message()? {
                 return Ok(Some(m));
             }
-            match self.stream.read(&mut self.buf).await? {
-                Some(n) => {
-                    self.bytes += n as u64;
-                    self.decoder.push(&self.buf[..n]);
+            if self.decoder.buffered() == 0 {
+                // Nothing pending: release the decode buffer (it keeps the capacity of the
+                // largest frame seen, up to `max_frame`) before waiting, maybe for hours.
+                self.decoder = FrameDecoder::new(self.max_frame);
+            }
+            match self.stream.read_chunk(READ_CHUNK, true).await? {
+                Some(chunk) => {
+                    self.bytes += chunk.bytes.len() as u64;
+                    self.decoder.push(&chunk.bytes);
                 }
                 None if self.decoder.buffered() == 0 => return Ok(None),
                 None => {
