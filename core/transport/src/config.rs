@@ -56,6 +56,16 @@ impl TransportLimits {
             .map_err(|e| TransportError::Tls(e.to_string()))?;
         t.max_idle_timeout(Some(idle));
         t.keep_alive_interval(self.keep_alive);
+        // The protocol sends no QUIC datagrams and neither end reads them: refuse them (quinn
+        // would otherwise buffer up to 1.25 MB of unread datagrams per connection for a peer).
+        t.datagram_receive_buffer_size(None);
+        t.datagram_send_buffer_size(0);
+        // No path MTU discovery: packets stay at QUIC's 1,200-byte minimum. Each probe is a
+        // padded datagram of up to 1,452 bytes (four per side per connection with quinn's
+        // defaults, repeated every 10 min where the path drops them): 11 of the ~16 KB a
+        // parent's idle reconnect cost on metered mobile data. Larger packets would save ~0.5 %
+        // of a fresh device's whole-year download (docs/benchmarks.md, W4).
+        t.mtu_discovery_config(None);
         Ok(t)
     }
 }
@@ -76,10 +86,22 @@ pub fn server_config(
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    // No session tickets, so no resumption and no 0-RTT: every connection is a full handshake
+    // that checks the pinned certificate. Resumption would save no bytes (the relay's whole
+    // first flight, certificate included, fits in the 1,200-byte Initial datagram QUIC pads to
+    // anyway) while the tickets themselves cost ~170 B per connection (docs/protocol.md).
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(limits.transport()?));
     cfg.migration(true);
+    // No NEW_TOKEN address-validation tokens: the relay never asks for address validation
+    // (no Retry) and its handshake flight is within the 3x anti-amplification limit, so they
+    // would be ~70 B per connection for nothing.
+    let mut tokens = quinn::ValidationTokenConfig::default();
+    tokens.sent(0);
+    cfg.validation_token_config(tokens);
     Ok(cfg)
 }
 
@@ -102,6 +124,9 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Never resume a session (and so never send 0-RTT data): each connection checks the pinned
+    // certificate in a full handshake, whatever the relay offers (see `server_config`).
+    tls.resumption = rustls::client::Resumption::disabled();
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(limits.transport()?));

@@ -47,6 +47,10 @@ pub fn tcp_server_config(
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    // No session tickets, no resumption: every connection is a full handshake (as over QUIC,
+    // `server_config`).
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(tls))
 }
 
@@ -64,6 +68,8 @@ fn tls_client(pinned: Option<[u8; 32]>) -> Result<rustls::ClientConfig, Transpor
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Never resume: the certificate check above runs on every connection.
+    tls.resumption = rustls::client::Resumption::disabled();
     Ok(tls)
 }
 
