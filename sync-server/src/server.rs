@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use homeroom_sync::{Replica, SyncError, SyncNode};
 use homeroom_transport::{
-    RELAY_SEND_SEGMENTS, RelayCertificate, TransportError, TransportLimits,
-    install_crypto_provider, segment_capped_socket, server_config, tcp_server_config,
+    RELAY_SEND_SEGMENTS, RELAY_UDP_RECEIVE_BUFFER, RelayCertificate, TransportError,
+    TransportLimits, install_crypto_provider, segment_capped_socket, server_config,
+    set_udp_receive_buffer, tcp_server_config,
 };
 use quinn::VarInt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -124,6 +125,16 @@ impl Server {
             source,
         };
         let socket = std::net::UdpSocket::bind(settings.listen).map_err(bind)?;
+        match set_udp_receive_buffer(&socket, RELAY_UDP_RECEIVE_BUFFER) {
+            Ok(granted) if granted < RELAY_UDP_RECEIVE_BUFFER => tracing::warn!(
+                granted,
+                wanted = RELAY_UDP_RECEIVE_BUFFER,
+                "the kernel granted a smaller UDP receive buffer than asked: bursts from many \
+                 devices may be dropped; raise net.core.rmem_max (docs/operations.md)"
+            ),
+            Ok(granted) => tracing::info!(granted, "UDP receive buffer"),
+            Err(e) => tracing::warn!(error = %e, "could not size the UDP receive buffer"),
+        }
         // One datagram per send: bounds quinn's per-connection send buffer (docs/benchmarks.md,
         // "Memory per connected device, profiled").
         let socket = segment_capped_socket(socket, RELAY_SEND_SEGMENTS).map_err(bind)?;

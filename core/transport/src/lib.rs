@@ -19,7 +19,9 @@ pub use certificate::{RelayCertificate, fingerprint_of, parse_fingerprint};
 pub use config::{TransportLimits, client_config, server_config};
 pub use error::TransportError;
 pub use framed::{FramedRecv, FramedSend, exporter};
-pub use socket::{RELAY_SEND_SEGMENTS, segment_capped_socket};
+pub use socket::{
+    RELAY_SEND_SEGMENTS, RELAY_UDP_RECEIVE_BUFFER, segment_capped_socket, set_udp_receive_buffer,
+};
 pub use tcp::{
     FrameReader, FrameWriter, TcpTlsStream, accept_tcp, connect_tcp, lan_client_config,
     tcp_exporter, tcp_server_config,
