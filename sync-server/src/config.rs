@@ -98,6 +98,9 @@ pub struct RelayConfig {
     /// Seconds a device has to complete the QUIC handshake, open its stream and send a valid
     /// `Hello`. Default `10`.
     pub handshake_timeout_secs: u64,
+    /// Threads moving network bytes (QUIC, TLS, framing). `0` (default): one fewer than the
+    /// machine's cores, at least 1 — the sync engine and the store writer have a thread each.
+    pub network_threads: usize,
     /// Seconds of silence after which a QUIC connection is dropped (devices send keep-alives).
     /// Default `60`.
     pub idle_timeout_secs: u64,
@@ -364,6 +367,7 @@ impl Default for RelayConfig {
             max_frame_bytes: homeroom_protocol::DEFAULT_MAX_FRAME,
             outbound_queue: 1024,
             handshake_timeout_secs: 10,
+            network_threads: 0,
             idle_timeout_secs: 60,
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
@@ -472,6 +476,9 @@ impl RelayConfig {
             ));
         }
         let max_connections = at_least_one("max_connections", self.max_connections)?;
+        if self.network_threads > 256 {
+            return Err(invalid("network_threads", "at most 256 (0: cores - 1)"));
+        }
         let outbound_queue = at_least_one("outbound_queue", self.outbound_queue)?;
         let frame_ceiling = usize::try_from(u32::MAX).unwrap_or(usize::MAX);
         if self.max_frame_bytes < MIN_FRAME_BYTES || self.max_frame_bytes > frame_ceiling {
@@ -541,6 +548,13 @@ impl RelayConfig {
             max_frame_bytes: self.max_frame_bytes,
             outbound_queue,
             handshake_timeout,
+            network_threads: if self.network_threads == 0 {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1))
+                    .max(1)
+            } else {
+                self.network_threads
+            },
             idle_timeout,
             engine,
             http,
@@ -575,6 +589,8 @@ pub struct RelaySettings {
     pub outbound_queue: usize,
     /// QUIC handshake + first stream + `Hello` deadline.
     pub handshake_timeout: Duration,
+    /// Worker threads of the network runtime (≥ 1; `network_threads = 0` resolved).
+    pub network_threads: usize,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
     /// The sync engine's limits.
@@ -606,6 +622,7 @@ impl Default for RelaySettings {
                     max_frame_bytes: c.max_frame_bytes,
                     outbound_queue: c.outbound_queue,
                     handshake_timeout: Duration::from_secs(c.handshake_timeout_secs),
+                    network_threads: 1,
                     idle_timeout: Duration::from_secs(c.idle_timeout_secs),
                     engine: Limits::default(),
                     http: None,
@@ -679,6 +696,7 @@ mod tests {
             "max_frame_bytes",
             "outbound_queue",
             "handshake_timeout_secs",
+            "network_threads",
             "idle_timeout_secs",
             "unsafe_no_fsync",
             "[limits]",
@@ -719,6 +737,7 @@ mod tests {
     fn invalid_values_name_their_key() {
         let cases = [
             ("max_connections = 0", "max_connections"),
+            ("network_threads = 1000", "network_threads"),
             ("outbound_queue = 0", "outbound_queue"),
             ("idle_timeout_secs = 0", "idle_timeout_secs"),
             (

@@ -85,6 +85,7 @@ fn run(cli: Cli, logging: &mut bool) -> anyhow::Result<()> {
             init_logging(settings.log_format);
             *logging = true;
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(settings.network_threads)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
