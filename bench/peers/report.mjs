@@ -36,6 +36,16 @@ for (const n of levels) {
   rows.push([`W2 ${n} classes: p99 ms`, (s) => at(s)?.p99, 1, "low", 1 / 5]);
   rows.push([`W2 ${n} classes: server CPU ms per acked edit`, (s) => (at(s)?.edits ? (1000 * at(s).usage.cpuS) / at(s).edits : null), 2, "low", null]);
 }
+// The same W2 with Homeroom's clients storage-less too (hand-driven sync engines in memory,
+// still signing and verifying), as the peers' clients are: this measures the servers, not
+// 400 durable devices sharing the 2 cores. The peers' columns repeat their W2 figures.
+const lightLevels = [...new Set((hr?.w2Light ?? []).map((r) => r.classes))].sort((a, b) => a - b);
+for (const n of lightLevels) {
+  const at = (s) => (s?.system === "homeroom" ? s?.w2Light ?? [] : s?.w2 ?? []).find((r) => r.classes === n);
+  rows.push([`W2 ${n} classes, storage-less clients: edits/s`, (s) => at(s)?.editsPerSec, 1, "high", 10]);
+  rows.push([`W2 ${n} classes, storage-less clients: p99 ms`, (s) => at(s)?.p99, 1, "low", 1 / 5]);
+  rows.push([`W2 ${n} classes, storage-less: server CPU ms/edit`, (s) => (at(s)?.edits ? (1000 * at(s).usage.cpuS) / at(s).edits : null), 2, "low", null]);
+}
 rows.push(["W3 fresh device fetches the year, ms", (s) => s?.w3?.ms, 0, "low", null]);
 rows.push(["W3 bytes on the wire, KB", (s) => (s?.w3 ? kb(s.w3.bytesUp + s.w3.bytesDown) : null), 1, "low", null]);
 rows.push(["W3 protocol bytes (no handshake/upgrade), KB", (s) => kb(s?.w3?.appBytes), 1, "low", null]);

@@ -7,11 +7,14 @@
 //! - W1: a teacher posts an entry → all 30 parents (real `Device`s) have it.
 //! - W2: sustained durable edits/s with N classes (teachers are closed-loop writers; a subset
 //!   of parents per class receive the fan-out), and the write → `Delivered` latency.
+//! - W2, storage-less clients: the same with every device a hand-driven `SyncNode` over a
+//!   `MemorySource` (like the peers' clients: nothing on disk), so the relay is what is measured.
 //! - W4: idle reconnect of a whole class: every device of the W1 class is reopened from its own
 //!   store as a hand-driven `SyncNode` over QUIC, with frame and UDP byte counts and round trips.
 //! - W6: relay memory with many idle, handshaken devices sharing one client QUIC endpoint.
 //!
 //! Relay RSS (VmRSS/VmHWM) and CPU (utime+stime) are read from /proc for each phase.
+//! `HOMEROOM_BENCH_ONLY=w1`, `=w3`, `=w6`, … runs that workload alone (profiling aids; see `main`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(missing_docs)]
 
@@ -33,6 +36,10 @@ use homeroom_protocol::{DEFAULT_MAX_FRAME, Message};
 use homeroom_store::Store;
 use homeroom_sync::{Limits, MemorySource, Replica, SyncNode};
 use homeroom_transport::{FramedRecv, FramedSend, TransportLimits, client_config, exporter};
+
+#[path = "relay/w2_light.rs"]
+mod w2_light;
+use w2_light::{W2Light, w2_light};
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -837,7 +844,19 @@ async fn reconnect(
 }
 
 fn client_endpoint(fp: [u8; 32]) -> Result<quinn::Endpoint> {
-    let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    // One socket carries hundreds of devices here (real devices have one each): give it the
+    // relay's receive buffer, or the kernel drops bursts of the fan-out.
+    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    homeroom_transport::set_udp_receive_buffer(
+        &socket,
+        homeroom_transport::RELAY_UDP_RECEIVE_BUFFER,
+    )?;
+    let mut ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     ep.set_default_client_config(client_config(fp, &TransportLimits::default())?);
     Ok(ep)
 }
@@ -1416,7 +1435,15 @@ async fn w3_fetch(
 // ---------------------------------------------------------------------------------------------
 
 /// The figures bench/peers/report.mjs compares, as JSON (same keys as bench/peers/driver.mjs).
-fn peers_json(w1r: &W1, w2s: &[W2], w4r: &W4, w3r: Option<&W3>, w6r: &W6, idle0: Snap) -> String {
+fn peers_json(
+    w1r: &W1,
+    w2s: &[W2],
+    w2ls: &[W2Light],
+    w4r: &W4,
+    w3r: Option<&W3>,
+    w6r: &W6,
+    idle0: Snap,
+) -> String {
     let list = |v: &[Duration]| {
         v.iter()
             .map(|d| format!("{:.3}", ms(*d)))
@@ -1443,6 +1470,25 @@ fn peers_json(w1r: &W1, w2s: &[W2], w4r: &W4, w3r: Option<&W3>, w6r: &W6, idle0:
                 ms(pct(&r.lat, 0.99)),
                 use_(&r.usage),
                 r.stuck_writers + r.excluded
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let w2l = w2ls
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"classes":{},"parentsPerClass":{},"edits":{},"secs":{:.3},"editsPerSec":{:.3},"p50":{:.3},"p99":{:.3},"usage":{},"stuck":{},"parentsBehind":{}}}"#,
+                r.classes,
+                r.parents_per_class,
+                r.edits,
+                r.secs,
+                r.edits as f64 / r.secs.max(1e-9),
+                ms(pct(&r.lat, 0.5)),
+                ms(pct(&r.lat, 0.99)),
+                use_(&r.usage),
+                r.stuck,
+                r.parents_behind
             )
         })
         .collect::<Vec<_>>()
@@ -1509,13 +1555,14 @@ fn peers_json(w1r: &W1, w2s: &[W2], w4r: &W4, w3r: Option<&W3>, w6r: &W6, idle0:
         w6r.idle_cpu_pct
     );
     format!(
-        r#"{{"system":"homeroom","emptyRssMib":{:.2},"w1":{{"lat":[{}],"first":[{}],"local":[{}],"usage":{}}},"w2":[{}],"w3":{},"w4":{},"w6":{}}}"#,
+        r#"{{"system":"homeroom","emptyRssMib":{:.2},"w1":{{"lat":[{}],"first":[{}],"local":[{}],"usage":{}}},"w2":[{}],"w2Light":[{}],"w3":{},"w4":{},"w6":{}}}"#,
         idle0.rss as f64 / 1024.0,
         list(&w1r.lat),
         list(&w1r.first),
         list(&w1r.local),
         use_(&w1r.usage),
         w2,
+        w2l,
         w3,
         w4,
         w6
@@ -1564,6 +1611,166 @@ fn print_w1(w1r: &W1) {
     );
 }
 
+/// Relay RSS added per idle connected device, KiB.
+fn w6_per_dev_kib(w6r: &W6) -> f64 {
+    if w6r.connected > 0 {
+        (w6r.usage.rss_mib - w6r.base_rss_mib) * 1024.0 / w6r.connected as f64
+    } else {
+        0.0
+    }
+}
+
+fn print_w6(w6r: &W6) {
+    println!(
+        "W6 — idle connected devices (SyncNode over MemorySource, one shared client endpoint)"
+    );
+    println!(
+        "  target {}, connected {}, failed {}, stopped because: {}",
+        w6r.target, w6r.connected, w6r.failed, w6r.stop_reason
+    );
+    if let Some(e) = &w6r.first_error {
+        println!("  first failure: {e}");
+    }
+    println!(
+        "  enrolment ({} classes of ≤30 keys, synced to relay) {:.1} s; connecting + syncing {:.1} s ({:.0} devices/s)",
+        w6r.target.div_ceil(PARENTS),
+        w6r.enroll_time.as_secs_f64(),
+        w6r.connect_time.as_secs_f64(),
+        w6r.connected as f64 / w6r.connect_time.as_secs_f64().max(1e-9)
+    );
+    let per_dev_kib = w6_per_dev_kib(w6r);
+    println!(
+        "  relay RSS: {:.1} MiB before devices → {:.1} MiB with {} idle (HWM {:.1} MiB), ≈{:.1} KiB per device; CPU while connecting {:.1} s; idle CPU {:.1}%",
+        w6r.base_rss_mib,
+        w6r.usage.rss_mib,
+        w6r.connected,
+        w6r.usage.hwm_mib,
+        per_dev_kib,
+        w6r.usage.cpu_s,
+        w6r.idle_cpu_pct
+    );
+}
+
+/// W2 with storage-less clients at every W2 level (same classes and parents as W2).
+fn run_w2_light(rt: &tokio::runtime::Runtime, base: &Path, cfg: &Cfg) -> Result<Vec<W2Light>> {
+    let mut out = Vec::new();
+    for &n in &cfg.w2_levels {
+        let parents = (cfg.w2_parent_budget / n).clamp(2, PARENTS);
+        out.push(w2_light(
+            rt,
+            &base.join(format!("w2l-{n}")),
+            n,
+            parents,
+            cfg.w2_secs,
+        )?);
+    }
+    Ok(out)
+}
+
+fn print_w2_light(w2ls: &[W2Light]) {
+    println!(
+        "W2, storage-less clients (SyncNode over MemorySource, one client endpoint; relay fsyncs as always)"
+    );
+    println!(
+        "  {:>7} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>12} {:>6} {:>7}",
+        "classes",
+        "parents/c",
+        "edits",
+        "edits/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU s",
+        "CPU %",
+        "relay ms/ed",
+        "stuck",
+        "behind"
+    );
+    for r in w2ls {
+        println!(
+            "  {:>7} {:>9} {:>7} {:>8.1} {:>9.2} {:>9.2} {:>9.2} {:>8.0} {:>12.3} {:>6} {:>7}",
+            r.classes,
+            r.parents_per_class,
+            r.edits,
+            r.edits as f64 / r.secs.max(1e-9),
+            ms(pct(&r.lat, 0.5)),
+            ms(pct(&r.lat, 0.99)),
+            r.usage.cpu_s,
+            r.usage.cpu_pct,
+            1000.0 * r.usage.cpu_s / (r.edits.max(1) as f64),
+            r.stuck,
+            r.parents_behind
+        );
+    }
+}
+
+fn print_w4(w4r: &W4) {
+    let mut p_app: Vec<u64> = w4r.parents.iter().map(|r| r.app_tx + r.app_rx).collect();
+    let mut p_udp: Vec<u64> = w4r.parents.iter().map(|r| r.udp_tx + r.udp_rx).collect();
+    let p_rtt_max = w4r.parents.iter().map(|r| r.rtts).max().unwrap_or(0);
+    let p_rtt_min = w4r.parents.iter().map(|r| r.rtts).min().unwrap_or(0);
+    let class_app: u64 = w4r
+        .parents
+        .iter()
+        .chain(std::iter::once(&w4r.teacher))
+        .map(|r| r.app_tx + r.app_rx)
+        .sum();
+    let class_udp: u64 = w4r
+        .parents
+        .iter()
+        .chain(std::iter::once(&w4r.teacher))
+        .map(|r| r.udp_tx + r.udp_rx)
+        .sum();
+    let mut quiet: Vec<Duration> = w4r.parents.iter().map(|r| r.to_quiet).collect();
+    quiet.sort();
+    println!(
+        "W4 — idle reconnect of the W1 class (each device reopened from its own store, hand-driven SyncNode)"
+    );
+    println!(
+        "  {:<22} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>11}",
+        "device", "app→", "app←", "UDP→", "UDP←", "RTs", "ms", "dgrams/MTU"
+    );
+    let row = |name: &str, r: &Recon| {
+        println!(
+            "  {:<22} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9.1} {:>11}",
+            name,
+            r.app_tx,
+            r.app_rx,
+            r.udp_tx,
+            r.udp_rx,
+            r.rtts,
+            ms(r.to_quiet),
+            format!("{}/{}", r.udp_dgrams, r.mtu_probes)
+        );
+    };
+    row("teacher", &w4r.teacher);
+    if let Some(p) = w4r.parents.first() {
+        row("parent 0", p);
+    }
+    if let Some(p) = w4r.parents.last() {
+        row("parent 29", p);
+    }
+    println!(
+        "  parents: median app bytes {} B, median UDP bytes {} B, round trips {}..{}, time to last message p50 {:.1} ms",
+        median_u64(&mut p_app),
+        median_u64(&mut p_udp),
+        p_rtt_min,
+        p_rtt_max,
+        ms(pct(&quiet, 0.5))
+    );
+    println!("  whole class (31 devices): app {class_app} B, UDP {class_udp} B");
+    println!("  teacher messages:  {}", w4r.teacher.seq.join(" "));
+    if let Some(p) = w4r.parents.first() {
+        println!("  parent 0 messages: {}", p.seq.join(" "));
+    }
+    println!(
+        "  (app = protocol frames on the stream; UDP = quinn Connection::stats() udp_tx/udp_rx incl. QUIC+TLS handshake;\n   RT = device flights answered by the relay; ms = connect start → last message; dgrams/MTU = UDP datagrams both ways / client PLPMTUD probes sent)"
+    );
+    println!(
+        "  relay: RSS {:.1} MiB, CPU {:.2} s",
+        w4r.usage.rss_mib, w4r.usage.cpu_s
+    );
+}
+
 fn median_u64(v: &mut [u64]) -> u64 {
     v.sort_unstable();
     if v.is_empty() { 0 } else { v[v.len() / 2] }
@@ -1573,8 +1780,13 @@ fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; ignore arguments.
     let cfg = Cfg::from_env();
     let total = Instant::now();
+    // The devices' runtime: 2 worker threads unless HOMEROOM_BENCH_WORKERS says otherwise.
+    let workers = std::env::var("HOMEROOM_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     let tmp = tempfile::tempdir()?;
@@ -1584,6 +1796,38 @@ fn main() -> Result<()> {
         relay_binary()?.display()
     );
 
+    if std::env::var("HOMEROOM_BENCH_ONLY").is_ok_and(|v| v == "w3") {
+        // Bulk-transfer aid: W3 alone (HOMEROOM_BENCH_W3 entries, default 1,000).
+        let entries = std::env::var("HOMEROOM_BENCH_W3")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        let r = w3(&rt, &tmp.path().join("w3"), entries)?;
+        println!(
+            "W3 {} entries: {:.1} ms to the last message, {} of {} changes, UDP {} B; relay CPU {:.2} s, HWM {:.1} MiB",
+            r.entries,
+            ms(r.fetch.to_quiet),
+            r.changes_fetched,
+            r.changes_expected,
+            r.fetch.udp_tx + r.fetch.udp_rx,
+            r.usage.cpu_s,
+            r.usage.hwm_mib
+        );
+        return Ok(());
+    }
+    if std::env::var("HOMEROOM_BENCH_ONLY").is_ok_and(|v| v == "w6") {
+        // Memory profiling aid: W6 alone (HOMEROOM_BENCH_W6 devices).
+        let w6r = w6(&rt, &tmp.path().join("w6"), cfg.w6_target, cfg.w6_budget)?;
+        print_w6(&w6r);
+        println!("total bench time {:.1} s", total.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    if std::env::var("HOMEROOM_BENCH_ONLY").is_ok_and(|v| v == "w2l") {
+        // W2 with storage-less clients alone (HOMEROOM_BENCH_W2 levels).
+        let w2ls = run_w2_light(&rt, tmp.path(), &cfg)?;
+        print_w2_light(&w2ls);
+        return Ok(());
+    }
     // W1 + W4 share one relay and one class.
     let relay = Relay::start(&tmp.path().join("w1/relay"), None)?;
     let idle0 = relay.snapshot();
@@ -1600,6 +1844,11 @@ fn main() -> Result<()> {
     }
     let w4r = w4(&rt, &relay, class)?;
     eprintln!("W4 done in {:?}", total.elapsed());
+    if std::env::var("HOMEROOM_BENCH_ONLY").is_ok_and(|v| v == "w4") {
+        // W4 alone (after the W1 that sets its class up).
+        print_w4(&w4r);
+        return Ok(());
+    }
     drop(relay);
 
     // W3 entries: HOMEROOM_BENCH_W3 (0 skips it); 1,000 (full) or 100 (quick) by default.
@@ -1628,6 +1877,9 @@ fn main() -> Result<()> {
         eprintln!("W2 {n} classes done in {:?}", total.elapsed());
         w2s.push(r);
     }
+
+    let w2ls = run_w2_light(&rt, tmp.path(), &cfg)?;
+    eprintln!("W2 (storage-less clients) done in {:?}", total.elapsed());
 
     let w6r = w6(&rt, &tmp.path().join("w6"), cfg.w6_target, cfg.w6_budget)?;
     eprintln!("W6 done in {:?}", total.elapsed());
@@ -1694,100 +1946,12 @@ fn main() -> Result<()> {
     let mut p_udp: Vec<u64> = w4r.parents.iter().map(|r| r.udp_tx + r.udp_rx).collect();
     let p_rtt_max = w4r.parents.iter().map(|r| r.rtts).max().unwrap_or(0);
     let p_rtt_min = w4r.parents.iter().map(|r| r.rtts).min().unwrap_or(0);
-    let class_app: u64 = w4r
-        .parents
-        .iter()
-        .chain(std::iter::once(&w4r.teacher))
-        .map(|r| r.app_tx + r.app_rx)
-        .sum();
-    let class_udp: u64 = w4r
-        .parents
-        .iter()
-        .chain(std::iter::once(&w4r.teacher))
-        .map(|r| r.udp_tx + r.udp_rx)
-        .sum();
-    let mut quiet: Vec<Duration> = w4r.parents.iter().map(|r| r.to_quiet).collect();
-    quiet.sort();
-    println!(
-        "W4 — idle reconnect of the W1 class (each device reopened from its own store, hand-driven SyncNode)"
-    );
-    println!(
-        "  {:<22} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9} {:>11}",
-        "device", "app→", "app←", "UDP→", "UDP←", "RTs", "ms", "dgrams/MTU"
-    );
-    let row = |name: &str, r: &Recon| {
-        println!(
-            "  {:<22} {:>8} {:>8} {:>8} {:>8} {:>6} {:>9.1} {:>11}",
-            name,
-            r.app_tx,
-            r.app_rx,
-            r.udp_tx,
-            r.udp_rx,
-            r.rtts,
-            ms(r.to_quiet),
-            format!("{}/{}", r.udp_dgrams, r.mtu_probes)
-        );
-    };
-    row("teacher", &w4r.teacher);
-    if let Some(p) = w4r.parents.first() {
-        row("parent 0", p);
-    }
-    if let Some(p) = w4r.parents.last() {
-        row("parent 29", p);
-    }
-    println!(
-        "  parents: median app bytes {} B, median UDP bytes {} B, round trips {}..{}, time to last message p50 {:.1} ms",
-        median_u64(&mut p_app),
-        median_u64(&mut p_udp),
-        p_rtt_min,
-        p_rtt_max,
-        ms(pct(&quiet, 0.5))
-    );
-    println!("  whole class (31 devices): app {class_app} B, UDP {class_udp} B");
-    println!("  teacher messages:  {}", w4r.teacher.seq.join(" "));
-    if let Some(p) = w4r.parents.first() {
-        println!("  parent 0 messages: {}", p.seq.join(" "));
-    }
-    println!(
-        "  (app = protocol frames on the stream; UDP = quinn Connection::stats() udp_tx/udp_rx incl. QUIC+TLS handshake;\n   RT = device flights answered by the relay; ms = connect start → last message; dgrams/MTU = UDP datagrams both ways / client PLPMTUD probes sent)"
-    );
-    println!(
-        "  relay: RSS {:.1} MiB, CPU {:.2} s",
-        w4r.usage.rss_mib, w4r.usage.cpu_s
-    );
+    print_w4(&w4r);
     println!();
-    println!(
-        "W6 — idle connected devices (SyncNode over MemorySource, one shared client endpoint)"
-    );
-    println!(
-        "  target {}, connected {}, failed {}, stopped because: {}",
-        w6r.target, w6r.connected, w6r.failed, w6r.stop_reason
-    );
-    if let Some(e) = &w6r.first_error {
-        println!("  first failure: {e}");
-    }
-    println!(
-        "  enrolment ({} classes of ≤30 keys, synced to relay) {:.1} s; connecting + syncing {:.1} s ({:.0} devices/s)",
-        w6r.target.div_ceil(PARENTS),
-        w6r.enroll_time.as_secs_f64(),
-        w6r.connect_time.as_secs_f64(),
-        w6r.connected as f64 / w6r.connect_time.as_secs_f64().max(1e-9)
-    );
-    let per_dev_kib = if w6r.connected > 0 {
-        (w6r.usage.rss_mib - w6r.base_rss_mib) * 1024.0 / w6r.connected as f64
-    } else {
-        0.0
-    };
-    println!(
-        "  relay RSS: {:.1} MiB before devices → {:.1} MiB with {} idle (HWM {:.1} MiB), ≈{:.1} KiB per device; CPU while connecting {:.1} s; idle CPU {:.1}%",
-        w6r.base_rss_mib,
-        w6r.usage.rss_mib,
-        w6r.connected,
-        w6r.usage.hwm_mib,
-        per_dev_kib,
-        w6r.usage.cpu_s,
-        w6r.idle_cpu_pct
-    );
+    print_w2_light(&w2ls);
+    println!();
+    print_w6(&w6r);
+    let per_dev_kib = w6_per_dev_kib(&w6r);
     println!();
     println!("Targets:");
     let w1p99 = ms(pct(&w1r.lat, 0.99));
@@ -1861,7 +2025,7 @@ fn main() -> Result<()> {
         );
     }
     if let Ok(path) = std::env::var("HOMEROOM_BENCH_JSON") {
-        let json = peers_json(&w1r, &w2s, &w4r, w3r.as_ref(), &w6r, idle0);
+        let json = peers_json(&w1r, &w2s, &w2ls, &w4r, w3r.as_ref(), &w6r, idle0);
         std::fs::write(&path, json).with_context(|| format!("writing {path}"))?;
         println!("results for bench/peers written to {path}");
     }
