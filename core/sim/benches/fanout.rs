@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use homeroom_core::automerge::transaction::Transactable;
 use homeroom_core::automerge::{ObjType, ROOT, ReadDoc, Value};
-use homeroom_core::roster::{self, Role};
-use homeroom_core::{DocId, DocKind, FamilyId, MemberId, ModelError};
-use homeroom_sim::{NetConfig, Sim};
+use homeroom_core::{DocId, DocKind, ModelError};
+use homeroom_sim::{NetConfig, Sim, SimClass};
 
 const PARENTS: usize = 30;
 
@@ -37,36 +36,12 @@ fn main() {
         },
     );
     let relay = sim.add_relay();
-    let teacher = sim.add_device();
-    let nonce = sim.nonce();
-    let now = sim.now();
-    let class = sim
-        .node(teacher)
-        .found_class(nonce, "Class 3B", MemberId([1; 8]), "Ms Li", now)
-        .unwrap();
-    let mut parents = Vec::new();
-    for i in 0..PARENTS {
-        let parent = sim.add_device();
-        let dev = sim.device_id(parent).unwrap();
-        let fam = FamilyId((i as u64 + 1).to_le_bytes());
-        let member = MemberId((i as u64 + 100).to_le_bytes());
-        let now = sim.now();
-        sim.node(teacher)
-            .edit(&DocId::new(class, DocKind::Roster), now, |tx, _, _| {
-                roster::add_family(tx, fam, &format!("Family {i}"))?;
-                roster::add_member(
-                    tx,
-                    member,
-                    &format!("Parent {i}"),
-                    &[Role::Guardian],
-                    Some(fam),
-                )?;
-                roster::add_device(tx, dev, member, now)
-            })
-            .unwrap();
-        parents.push(parent);
-    }
-    sim.settle(teacher);
+    let SimClass {
+        id: class,
+        teacher,
+        families,
+    } = sim.found_class(PARENTS);
+    let parents: Vec<_> = families.into_iter().map(|(_, p)| p).collect();
     assert!(sim.connect(teacher, relay));
     sim.run_until_quiet(60_000);
     for &p in &parents {

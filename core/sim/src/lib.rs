@@ -17,7 +17,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use homeroom_core::automerge::{ActorId, Automerge, Change, ChangeHash};
-use homeroom_core::{DeviceId, DeviceKey, DocId, genesis};
+use homeroom_core::roster::{self, Role};
+use homeroom_core::{ClassId, DeviceId, DeviceKey, DocId, DocKind, FamilyId, MemberId, genesis};
 use homeroom_protocol::{DEFAULT_MAX_FRAME, Decoded, FrameDecoder, Message, encode_frame};
 use homeroom_sync::{
     Limits, MemorySource, NodeEvent, Replica, SessionId, StorageWrite, SyncNode, WriteId,
@@ -54,6 +55,17 @@ impl Default for NetConfig {
 
 /// Index of a node in the simulation.
 pub type NodeIx = usize;
+
+/// A class founded in the simulation by [`Sim::found_class`].
+#[derive(Debug, Clone)]
+pub struct SimClass {
+    /// The class.
+    pub id: ClassId,
+    /// The founding teacher's device.
+    pub teacher: NodeIx,
+    /// One guardian device per family, in order.
+    pub families: Vec<(FamilyId, NodeIx)>,
+}
 
 struct SimNode {
     node: SyncNode,
@@ -194,6 +206,51 @@ impl Sim {
             events: Vec::new(),
         });
         self.nodes.len() - 1
+    }
+
+    /// A new teacher device founds a class offline and enrols `families` families, each with
+    /// one guardian and one new device (family `i` is `FamilyId(i + 1)`, its guardian
+    /// `MemberId(i + 100)`), one roster change per family; the teacher's writes are settled.
+    ///
+    /// # Panics
+    /// If the engine refuses the founding or an enrolment (a bug in the engine or the model).
+    #[allow(clippy::expect_used)]
+    pub fn found_class(&mut self, families: usize) -> SimClass {
+        let teacher = self.add_device();
+        let nonce = self.nonce();
+        let now = self.now();
+        let id = self
+            .node(teacher)
+            .found_class(nonce, "Class 3B", MemberId([1; 8]), "Ms Li", now)
+            .expect("founding a class");
+        let mut fams = Vec::with_capacity(families);
+        for i in 0..families {
+            let parent = self.add_device();
+            let dev = self.device_id(parent).expect("a device has a key");
+            let fam = FamilyId((i as u64 + 1).to_le_bytes());
+            let member = MemberId((i as u64 + 100).to_le_bytes());
+            let now = self.now();
+            self.node(teacher)
+                .edit(&DocId::new(id, DocKind::Roster), now, |tx, _, _| {
+                    roster::add_family(tx, fam, &format!("Family {i}"))?;
+                    roster::add_member(
+                        tx,
+                        member,
+                        &format!("Parent {i}"),
+                        &[Role::Guardian],
+                        Some(fam),
+                    )?;
+                    roster::add_device(tx, dev, member, now)
+                })
+                .expect("enrolling a family");
+            fams.push((fam, parent));
+        }
+        self.settle(teacher);
+        SimClass {
+            id,
+            teacher,
+            families: fams,
+        }
     }
 
     /// A node's engine.

@@ -3,10 +3,9 @@
 
 use homeroom_core::automerge::transaction::Transactable;
 use homeroom_core::automerge::{ObjId, ObjType, ROOT, ReadDoc, Value};
-use homeroom_core::roster::{self, Role};
 use homeroom_core::{ClassId, DeviceId, DocId, DocKind, FamilyId, MemberId, ModelError};
 use homeroom_protocol::RejectReason;
-use homeroom_sim::{NetConfig, NodeIx, Sim};
+use homeroom_sim::{NetConfig, NodeIx, Sim, SimClass};
 use homeroom_sync::NodeEvent;
 
 fn top(tx: &impl ReadDoc, key: &str) -> Result<ObjId, ModelError> {
@@ -16,50 +15,11 @@ fn top(tx: &impl ReadDoc, key: &str) -> Result<ObjId, ModelError> {
     }
 }
 
-struct Class {
-    id: ClassId,
-    teacher: NodeIx,
-    families: Vec<(FamilyId, NodeIx)>,
-}
-
 /// A teacher founds a class offline and enrolls one guardian device per family.
-fn found(sim: &mut Sim, families: usize) -> Class {
-    let teacher = sim.add_device();
-    let nonce = sim.nonce();
-    let now = sim.now();
-    let id = sim
-        .node(teacher)
-        .found_class(nonce, "Class 3B", MemberId([1; 8]), "Ms Li", now)
-        .unwrap();
-    let mut fams = Vec::new();
-    for i in 0..families {
-        let parent = sim.add_device();
-        let dev = sim.device_id(parent).unwrap();
-        let fam = FamilyId((i as u64 + 1).to_le_bytes());
-        let member = MemberId((i as u64 + 100).to_le_bytes());
-        let now = sim.now();
-        sim.node(teacher)
-            .edit(&DocId::new(id, DocKind::Roster), now, |tx, _, _| {
-                roster::add_family(tx, fam, &format!("Family {i}"))?;
-                roster::add_member(
-                    tx,
-                    member,
-                    &format!("Parent {i}"),
-                    &[Role::Guardian],
-                    Some(fam),
-                )?;
-                roster::add_device(tx, dev, member, now)
-            })
-            .unwrap();
-        fams.push((fam, parent));
-    }
-    sim.settle(teacher);
+fn found(sim: &mut Sim, families: usize) -> SimClass {
+    let class = sim.found_class(families);
     sim.run_until_quiet(1_000);
-    Class {
-        id,
-        teacher,
-        families: fams,
-    }
+    class
 }
 
 fn post(sim: &mut Sim, teacher: NodeIx, class: ClassId, key: &str) {
