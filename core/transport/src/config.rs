@@ -5,12 +5,9 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::ALPN;
-use crate::certificate::{RelayCertificate, fingerprint_of};
+use crate::certificate::RelayCertificate;
 use crate::error::TransportError;
 
 /// Transport limits: what one peer can make the other hold. quinn's defaults let one client
@@ -111,75 +108,11 @@ pub fn client_config(
     pinned: [u8; 32],
     limits: &TransportLimits,
 ) -> Result<quinn::ClientConfig, TransportError> {
-    crate::install_crypto_provider();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(PinnedCertificate {
-        pinned,
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TransportError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    // Never resume a session (and so never send 0-RTT data): each connection checks the pinned
-    // certificate in a full handshake, whatever the relay offers (see `server_config`).
-    tls.resumption = rustls::client::Resumption::disabled();
+    // The same TLS as over TCP: TLS 1.3, the pinned certificate checked on every connection
+    // (no resumption, so no 0-RTT either — see `server_config`).
+    let tls = crate::tcp::tls_client(Some(pinned))?;
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(limits.transport()?));
     Ok(cfg)
-}
-
-/// Accepts exactly one end-entity certificate, by SHA-256 fingerprint, and checks that the
-/// server proves possession of its key (the TLS 1.3 handshake signature).
-#[derive(Debug)]
-struct PinnedCertificate {
-    pinned: [u8; 32],
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedCertificate {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint_of(end_entity.as_ref()) == self.pinned {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
 }

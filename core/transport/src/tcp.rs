@@ -54,7 +54,9 @@ pub fn tcp_server_config(
     Ok(Arc::new(tls))
 }
 
-fn tls_client(pinned: Option<[u8; 32]>) -> Result<rustls::ClientConfig, TransportError> {
+/// A device's TLS client (QUIC and TCP): TLS 1.3 only, the certificate checked by
+/// [`CertificateCheck`] on every connection (no resumption).
+pub(crate) fn tls_client(pinned: Option<[u8; 32]>) -> Result<rustls::ClientConfig, TransportError> {
     install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(CertificateCheck {
