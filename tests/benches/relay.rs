@@ -739,6 +739,20 @@ struct Recon {
     seq: Vec<String>,
 }
 
+impl Recon {
+    /// Frame bytes both ways on the stream, and UDP bytes, datagrams and MTU probes of the
+    /// connection so far.
+    fn count_bytes(&mut self, conn: &quinn::Connection, send: &FramedSend, recv: &FramedRecv) {
+        let st = conn.stats();
+        self.app_tx = send.bytes;
+        self.app_rx = recv.bytes;
+        self.udp_tx = st.udp_tx.bytes;
+        self.udp_rx = st.udp_rx.bytes;
+        self.udp_dgrams = st.udp_tx.datagrams + st.udp_rx.datagrams;
+        self.mtu_probes = st.path.sent_plpmtud_probes;
+    }
+}
+
 async fn reconnect(
     ep: &quinn::Endpoint,
     relay_addr: SocketAddr,
@@ -825,13 +839,7 @@ async fn reconnect(
         }
     }
     out.to_quiet = last_msg.duration_since(t0);
-    let st = conn.stats();
-    out.app_tx = send.bytes;
-    out.app_rx = recv.bytes;
-    out.udp_tx = st.udp_tx.bytes;
-    out.udp_rx = st.udp_rx.bytes;
-    out.udp_dgrams = st.udp_tx.datagrams + st.udp_rx.datagrams;
-    out.mtu_probes = st.path.sent_plpmtud_probes;
+    out.count_bytes(&conn, &send, &recv);
     node.handle_closed(sid, "bench done");
     let mut writes = Vec::new();
     while let Some(w) = node.poll_write() {
@@ -1420,12 +1428,7 @@ async fn w3_fetch(
         }
     }
     out.to_quiet = last_msg.duration_since(t0);
-    let st = conn.stats();
-    out.app_tx = send.bytes;
-    out.app_rx = recv.bytes;
-    out.udp_tx = st.udp_tx.bytes;
-    out.udp_rx = st.udp_rx.bytes;
-    out.udp_dgrams = st.udp_tx.datagrams + st.udp_rx.datagrams;
+    out.count_bytes(&conn, &send, &recv);
     node.handle_closed(sid, "bench done");
     send.finish();
     conn.close(0u32.into(), b"bye");

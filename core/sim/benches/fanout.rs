@@ -14,9 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-use homeroom_core::automerge::transaction::Transactable;
-use homeroom_core::automerge::{ObjType, ROOT, ReadDoc, Value};
-use homeroom_core::{DocId, DocKind, ModelError};
+use homeroom_core::automerge::{ROOT, ReadDoc, Value};
+use homeroom_core::{DocId, DocKind};
 use homeroom_sim::{NetConfig, Sim, SimClass};
 
 const PARENTS: usize = 30;
@@ -54,20 +53,7 @@ fn main() {
     let (frames0, bytes0) = (sim.frames, sim.bytes);
     for k in 0..posts {
         let t0 = Instant::now();
-        let now = sim.now();
-        sim.node(teacher)
-            .edit(&notebook, now, move |tx, _, _| {
-                let entries = match tx.get(ROOT, "entries")? {
-                    Some((Value::Object(ObjType::Map), id)) => id,
-                    _ => return Err(ModelError::MissingGenesis { map: "entries" }),
-                };
-                let e = tx.put_object(&entries, format!("entry-{k}"), ObjType::Map)?;
-                tx.put(&e, "title", format!("Homework for day {k}"))?;
-                tx.put(&e, "body", "Read pages 12-14 and sign below. ".repeat(4))?;
-                Ok(())
-            })
-            .unwrap();
-        sim.settle(teacher);
+        sim.post_homework(teacher, class, k);
         assert!(sim.run_until_quiet(60_000));
         times.push(t0.elapsed());
     }

@@ -253,6 +253,39 @@ impl Sim {
         }
     }
 
+    /// The fan-out workload's post: `teacher` adds notebook entry `entry-{k}` (a title and a
+    /// ~130-byte body) to `class` and settles its writes; the caller runs the network.
+    ///
+    /// # Panics
+    /// If the engine refuses the edit (the teacher founded the class: a bug if it does).
+    #[allow(clippy::expect_used)]
+    pub fn post_homework(&mut self, teacher: NodeIx, class: ClassId, k: usize) {
+        use homeroom_core::automerge::transaction::Transactable;
+        use homeroom_core::automerge::{ObjType, ROOT, ReadDoc, Value};
+        let now = self.now();
+        self.node(teacher)
+            .edit(
+                &DocId::new(class, DocKind::Notebook),
+                now,
+                move |tx, _, _| {
+                    let entries = match tx.get(ROOT, "entries")? {
+                        Some((Value::Object(ObjType::Map), id)) => id,
+                        _ => {
+                            return Err(homeroom_core::ModelError::MissingGenesis {
+                                map: "entries",
+                            });
+                        }
+                    };
+                    let e = tx.put_object(&entries, format!("entry-{k}"), ObjType::Map)?;
+                    tx.put(&e, "title", format!("Homework for day {k}"))?;
+                    tx.put(&e, "body", "Read pages 12-14 and sign below. ".repeat(4))?;
+                    Ok(())
+                },
+            )
+            .expect("the founding teacher posts to the notebook");
+        self.settle(teacher);
+    }
+
     /// A node's engine.
     pub fn node(&mut self, ix: NodeIx) -> &mut SyncNode {
         &mut self.nodes[ix].node

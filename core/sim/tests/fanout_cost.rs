@@ -7,9 +7,8 @@
 //! and late in a long session, which grow by a tenth without those answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use homeroom_core::automerge::transaction::Transactable;
-use homeroom_core::automerge::{ObjType, ROOT, ReadDoc, Value};
-use homeroom_core::{DocId, DocKind, ModelError};
+use homeroom_core::automerge::{ROOT, ReadDoc, Value};
+use homeroom_core::{DocId, DocKind};
 use homeroom_sim::{NetConfig, Sim, SimClass};
 
 const PARENTS: usize = 4;
@@ -46,20 +45,7 @@ fn bytes_per_post_do_not_grow_over_a_long_session() {
     let mut bytes = Vec::with_capacity(POSTS);
     for k in 0..POSTS {
         let before = sim.bytes;
-        let now = sim.now();
-        sim.node(teacher)
-            .edit(&notebook, now, move |tx, _, _| {
-                let entries = match tx.get(ROOT, "entries")? {
-                    Some((Value::Object(ObjType::Map), id)) => id,
-                    _ => return Err(ModelError::MissingGenesis { map: "entries" }),
-                };
-                let e = tx.put_object(&entries, format!("entry-{k}"), ObjType::Map)?;
-                tx.put(&e, "title", format!("Homework for day {k}"))?;
-                tx.put(&e, "body", "Read pages 12-14 and sign below. ".repeat(4))?;
-                Ok(())
-            })
-            .unwrap();
-        sim.settle(teacher);
+        sim.post_homework(teacher, class, k);
         assert!(sim.run_until_quiet(60_000));
         bytes.push(sim.bytes - before);
     }
