@@ -36,12 +36,15 @@ use crate::write::{NodeEvent, StorageWrite, WriteId};
 mod join;
 mod peer;
 
-/// How many changes received from a peer may go unanswered before we answer with our heads
-/// (see `SyncNode::receive`). 1 is automerge's own behaviour (answer every message that
-/// carried changes); more trades staleness of the peer's sync state (its per-message cost
-/// grows with the unanswered changes, up to this many) for fewer messages. Each document of a
-/// session starts its count at a phase taken from the device key, so that the 30 parents of a
-/// class receiving the same posts do not all answer the same one.
+/// How many changes received from a peer may go unanswered, on average, before we answer with
+/// our heads (see `SyncNode::receive`). 1 is automerge's own behaviour (answer every message
+/// that carried changes); more trades staleness of the peer's sync state (its per-message cost
+/// grows with the unanswered changes) for fewer messages. The count that triggers each answer
+/// is drawn afresh after every message we send, between half and one and a half times this,
+/// from a sequence seeded by the device key and the document ([`PeerDoc::next_answer`]): a
+/// fixed count would let the 30 parents of a class, who all sent their last message at the
+/// same moment (the initial sync), answer the same later post together — measured as every
+/// eighth W1 post arriving ~3 ms later than the others.
 const ACK_AFTER_CHANGES: usize = 8;
 
 /// Identifies one session (one connected peer) within a node.
@@ -83,6 +86,44 @@ struct PeerDoc {
     /// Changes applied from this peer's messages since we last sent it a sync message (see
     /// [`ACK_AFTER_CHANGES`]).
     applied_since_sent: usize,
+    /// Answer once `applied_since_sent` reaches this.
+    answer_after: usize,
+    /// State of the sequence `answer_after` is drawn from.
+    answer_seed: u64,
+}
+
+impl PeerDoc {
+    /// A peer document whose answer counts follow a sequence seeded by `key` (this device's,
+    /// or on a relay the peer's) and the document.
+    fn new(state: sync::State, key: &DeviceId, doc: &DocId) -> PeerDoc {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        // `DefaultHasher::new()` has fixed keys: the same inputs give the same sequence, so
+        // simulations stay reproducible from their seed.
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        doc.hash(&mut h);
+        let mut pd = PeerDoc {
+            state,
+            last_saved: Vec::new(),
+            applied_since_sent: 0,
+            answer_after: ACK_AFTER_CHANGES,
+            answer_seed: h.finish(),
+        };
+        pd.next_answer();
+        pd
+    }
+
+    /// Start counting towards the next answer, drawing its count (splitmix64 steps).
+    fn next_answer(&mut self) {
+        self.applied_since_sent = 0;
+        self.answer_seed = self.answer_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.answer_seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let spread = u64::try_from(ACK_AFTER_CHANGES).unwrap_or(8);
+        self.answer_after = ACK_AFTER_CHANGES / 2 + usize::try_from(z % spread).unwrap_or(0);
+    }
 }
 
 #[derive(Debug)]
@@ -404,11 +445,11 @@ impl SyncNode {
         if s.phase != Phase::Established {
             return;
         }
-        let pd = s.docs.entry(*doc).or_insert_with(|| PeerDoc {
-            state: sync::State::new(),
-            last_saved: Vec::new(),
-            applied_since_sent: 0,
-        });
+        let peer = s.peer;
+        let pd = s
+            .docs
+            .entry(*doc)
+            .or_insert_with(|| PeerDoc::new(sync::State::new(), &peer, doc));
         if !force && pd.last_saved == heads {
             return;
         }
@@ -1003,19 +1044,11 @@ impl SyncNode {
         {
             state = sync::State::new();
         }
-        // The answer phase (see ACK_AFTER_CHANGES): from this device's key, or on a relay the
-        // peer's.
-        let phase_key = self.replica.device_id().unwrap_or(peer);
-        let phase = usize::from(phase_key.0[0]) % ACK_AFTER_CHANGES;
+        // The answer counts (see ACK_AFTER_CHANGES): seeded by this device's key, or on a relay
+        // the peer's.
+        let seed_key = self.replica.device_id().unwrap_or(peer);
         if let Some(s) = self.sessions.get_mut(&sid) {
-            s.docs.insert(
-                *doc,
-                PeerDoc {
-                    state,
-                    last_saved: Vec::new(),
-                    applied_since_sent: phase,
-                },
-            );
+            s.docs.insert(*doc, PeerDoc::new(state, &seed_key, doc));
         }
         Ok(())
     }
@@ -1051,10 +1084,10 @@ impl SyncNode {
                 detail: format!("sync message for {doc} refused by automerge: {e}"),
             });
             pd.state = sync::State::new();
-            pd.applied_since_sent = 0;
+            pd.next_answer();
         } else if let Some(last_sent) = last_sent {
             pd.applied_since_sent = pd.applied_since_sent.saturating_add(applied);
-            if pd.applied_since_sent >= ACK_AFTER_CHANGES {
+            if pd.applied_since_sent >= pd.answer_after {
                 pd.state.last_sent_heads = last_sent;
             }
         }
@@ -1124,7 +1157,7 @@ impl SyncNode {
             },
             None => return Ok(()),
         };
-        pd.applied_since_sent = 0;
+        pd.next_answer();
         if upload_only {
             message.changes = ChunkList::empty();
         }
