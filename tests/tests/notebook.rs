@@ -213,3 +213,58 @@ impl homeroom_client::DeviceObserver for DropCounter {
         }
     }
 }
+
+/// A device commits received changes a little after applying them (see
+/// `Inner::pump_deferring` in homeroom-client): the app must still read them at once, through
+/// every read path, and they must be on disk once sync stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_entries_are_readable_at_once_and_kept_when_sync_stops() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let relay = RelayProcess::start(&dir.path().join("relay"), "127.0.0.1:0")?;
+    let rt = tokio::runtime::Handle::current();
+    let (teacher, class, families) = setup(dir.path(), 1)?;
+    let parent = &families[0].device;
+    teacher.start_sync(&rt, target(&relay))?;
+    parent.start_sync(&rt, target(&relay))?;
+    wait_for("the parent has the class", T, || {
+        parent.notebook(class).is_ok()
+    })
+    .await?;
+
+    for k in 1..=5 {
+        // The notebook view is cached by the stored heads: read it before each post, so that
+        // a read after the post finds a cached view if the stored heads lag behind.
+        let before = entry_count(parent, class);
+        let title = format!("Post {k}");
+        teacher.post_entry(class, &entry(&title, "text"))?;
+        // The document in memory has it as soon as it arrives…
+        wait_for("the post arrives", T, || {
+            parent
+                .read(
+                    homeroom_client::core::DocId::new(class, DocKind::Notebook),
+                    |doc, _| {
+                        use homeroom_client::core::automerge::{ROOT, ReadDoc, Value};
+                        Ok(match doc.get(ROOT, "entries") {
+                            Ok(Some((Value::Object(_), obj))) => doc.keys(&obj).count(),
+                            _ => 0,
+                        })
+                    },
+                )
+                .is_ok_and(|n| n == before + 1)
+        })
+        .await?;
+        // …and so, at once, does the notebook view the app shows.
+        let view = parent.notebook(class)?;
+        assert_eq!(view.entries.len(), before + 1, "the view lags the document");
+        assert!(view.entries.iter().any(|e| e.latest.title == title));
+    }
+
+    // Stopping sync commits what was received; a reopened device has all of it.
+    parent.stop_sync().await;
+    teacher.stop_sync().await;
+    let parent_dir = parent.data_dir().to_path_buf();
+    drop(families);
+    let reopened = Device::open(&parent_dir)?;
+    assert_eq!(entry_count(&reopened, class), 5);
+    Ok(())
+}

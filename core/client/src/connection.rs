@@ -312,6 +312,19 @@ async fn quic_session(
     result
 }
 
+/// How long received changes may wait for their commit (see `Inner::pump_deferring`): the
+/// changes that arrive meanwhile share it, and it runs after the burst of work a fan-out
+/// brings (on a classroom hub, after the other sessions took theirs).
+const RECEIVED_COMMIT_DELAY: Duration = Duration::from_millis(50);
+
+/// Sleep until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn drive(
     device: &Device,
     sid: homeroom_sync::SessionId,
@@ -322,18 +335,16 @@ pub(crate) async fn drive(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // When received changes waiting for their commit (see `Inner::pump_deferring`) are
+    // committed.
+    let mut commit_at: Option<tokio::time::Instant> = None;
     loop {
+        // In this order: stopping first, then sending (our answers let the peer go on), then
+        // receiving, then the deferred commit.
         tokio::select! {
-            msg = recv.recv() => {
-                match msg? {
-                    Some(m) => {
-                        let mut g = device.lock();
-                        g.node.handle_message(now_ms(), sid, m)?;
-                        g.pump()?;
-                    }
-                    None => return Ok(()),
-                }
-            }
+            biased;
+            _ = stop.changed() => return Ok(()),
+            e = conn.closed() => return Err(TransportError::from(e).into()),
             out = rx.recv() => {
                 match out {
                     Some(m) => send.send(&m).await?,
@@ -341,13 +352,30 @@ pub(crate) async fn drive(
                     None => return Ok(()),
                 }
             }
+            msg = recv.recv() => {
+                match msg? {
+                    Some(m) => {
+                        let mut g = device.lock();
+                        g.node.handle_message(now_ms(), sid, m)?;
+                        g.pump_deferring()?;
+                        commit_at = match (g.has_deferred(), commit_at) {
+                            (false, _) => None,
+                            (true, Some(at)) => Some(at),
+                            (true, None) => Some(tokio::time::Instant::now() + RECEIVED_COMMIT_DELAY),
+                        };
+                    }
+                    None => return Ok(()),
+                }
+            }
+            () = sleep_until_some(commit_at) => {
+                device.lock().flush_received()?;
+                commit_at = None;
+            }
             _ = tick.tick() => {
                 let mut g = device.lock();
                 g.node.handle_timeout(now_ms());
                 g.pump()?;
             }
-            _ = stop.changed() => return Ok(()),
-            e = conn.closed() => return Err(TransportError::from(e).into()),
         }
     }
 }

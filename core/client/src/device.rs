@@ -15,7 +15,7 @@ use homeroom_core::{
 };
 use homeroom_protocol::Message;
 use homeroom_store::{NodeIdentity, Store, WriteBatch};
-use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, SyncNode, WriteKind};
+use homeroom_sync::{Limits, NodeEvent, Replica, SessionId, StorageWrite, SyncNode, WriteKind};
 use tokio::sync::mpsc;
 
 use crate::error::ClientError;
@@ -111,6 +111,10 @@ pub struct ClassSummary {
     pub membership: crate::invite::Membership,
 }
 
+/// At most this many received writes wait for [`Inner::flush_received`]; more are committed
+/// at once (bounds the memory a long burst of received changes holds twice).
+const MAX_DEFERRED_WRITES: usize = 64;
+
 pub(crate) struct Inner {
     pub(crate) node: SyncNode,
     pub(crate) store: Store,
@@ -127,43 +131,87 @@ pub(crate) struct Inner {
     pub(crate) removed_notified: std::collections::HashSet<ClassId>,
     /// LAN peer sessions, with the peer once authenticated (see `lan.rs`).
     pub(crate) lan_sessions: HashMap<SessionId, Option<DeviceId>>,
+    /// Writes holding only changes received from peers (and sync states), applied in memory
+    /// and reported to the app but not yet committed: see [`Inner::pump_deferring`].
+    deferred: Vec<StorageWrite>,
 }
 
 impl Inner {
     /// Drain the engine's outputs: durable writes first (fsync), then messages, closes, events.
+    /// Writes deferred by [`Inner::pump_deferring`] are committed first, in the same
+    /// transaction.
     pub(crate) fn pump(&mut self) -> Result<(), ClientError> {
-        self.pump_with(WriteBatch::new())
+        self.pump_with(WriteBatch::new(), false)
+    }
+
+    /// Like [`Inner::pump`], but writes holding only received changes are kept for
+    /// [`Inner::flush_received`] instead of committed now: the changes are already applied in
+    /// memory, answered and reported to the app, and their commit — the largest part of a
+    /// device's cost per received change — moves off the path from the relay to the app, and
+    /// is shared by the changes that arrive meanwhile. The sync driver calls this for each
+    /// message and flushes once no message is waiting; every other `pump`, and every read of
+    /// the store that depends on it, flushes first. A crash in between loses only changes
+    /// that are durable on the relay (their sync states are in the same deferred writes, so
+    /// nothing on disk claims them): the next session fetches them again.
+    pub(crate) fn pump_deferring(&mut self) -> Result<(), ClientError> {
+        self.pump_with(WriteBatch::new(), true)
+    }
+
+    /// Whether received writes wait for [`Inner::flush_received`].
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Commit the writes [`Inner::pump_deferring`] kept (one transaction, no fsync), then
+    /// drain what reporting them done releases.
+    pub(crate) fn flush_received(&mut self) -> Result<(), ClientError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        self.pump()
     }
 
     /// Like [`Inner::pump`], committing `extra` in the same transaction (fsynced) as the first
     /// batch of engine writes — the local edit just made — or on its own if there is none.
-    fn pump_with(&mut self, mut extra: WriteBatch) -> Result<(), ClientError> {
+    fn pump_with(&mut self, mut extra: WriteBatch, defer: bool) -> Result<(), ClientError> {
         loop {
             let mut progressed = false;
             let mut writes = Vec::new();
             while let Some(w) = self.node.poll_write() {
                 writes.push(w);
             }
-            if !writes.is_empty() {
+            // This device's own edits are fsynced before anything reports them saved.
+            // Changes received from the relay are already durable there: commit them
+            // without an fsync (a power cut may lose them here; they are fetched again).
+            let me = self.node.replica().device_id();
+            let own = writes.iter().any(|w| match &w.kind {
+                WriteKind::Changes { changes, .. } => {
+                    changes.iter().any(|(_, c)| Some(c.author) == me)
+                }
+                WriteKind::Rejected { .. } => true,
+                _ => false,
+            });
+            if defer
+                && !own
+                && extra.is_empty()
+                && self.deferred.len() + writes.len() <= MAX_DEFERRED_WRITES
+            {
+                if !writes.is_empty() {
+                    progressed = true;
+                    self.deferred.append(&mut writes);
+                }
+            } else if !writes.is_empty() || !self.deferred.is_empty() {
                 progressed = true;
-                // This device's own edits are fsynced before anything reports them saved.
-                // Changes received from the relay are already durable there: commit them
-                // without an fsync (a power cut may lose them here; they are fetched again).
-                let me = self.node.replica().device_id();
-                let own = writes.iter().any(|w| match &w.kind {
-                    WriteKind::Changes { changes, .. } => {
-                        changes.iter().any(|(_, c)| Some(c.author) == me)
-                    }
-                    WriteKind::Rejected { .. } => true,
-                    _ => false,
-                });
+                // Deferred writes go first: later writes may depend on their changes.
+                let mut all = std::mem::take(&mut self.deferred);
+                all.append(&mut writes);
                 if own || !extra.is_empty() {
                     self.store
-                        .apply_writes_with(&writes, std::mem::take(&mut extra))?;
+                        .apply_writes_with(&all, std::mem::take(&mut extra))?;
                 } else {
-                    self.store.apply_received_writes(&writes)?;
+                    self.store.apply_received_writes(&all)?;
                 }
-                for w in &writes {
+                for w in &all {
                     self.node.handle_write_done(w.id);
                 }
             }
@@ -258,6 +306,8 @@ impl Inner {
     /// The cache key of a class's view: the viewer and the heads of every stored document of
     /// the class (one query; no document is loaded).
     fn view_key(&mut self, class: ClassId, device: &DeviceId) -> Result<[u8; 32], ClientError> {
+        // The key reads the stored heads: commit what was received first.
+        self.flush_received()?;
         let mut h = blake3::Hasher::new();
         h.update(b"homeroom/view-cache/v1\0");
         h.update(&device.0);
@@ -335,7 +385,7 @@ impl Inner {
             v.extend_from_slice(&h.0);
             extra.set_meta(item_key(item), v);
         }
-        self.pump_with(extra)?;
+        self.pump_with(extra, false)?;
         if let Some((item, h)) = record {
             self.items.insert(item, (doc, h));
         }
@@ -345,6 +395,16 @@ impl Inner {
 
 /// The metadata key of the record of which change created `item` (value: the document id
 /// in text form, `#`, the 32-byte change hash).
+impl Drop for Inner {
+    /// Commit received changes still deferred (see [`Inner::pump_deferring`]); if that fails
+    /// they are fetched again by the next session.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_received() {
+            tracing::warn!(error = %e, "could not store received changes at close; they will be fetched again");
+        }
+    }
+}
+
 fn item_key(item: ItemId) -> String {
     format!("item/{item}")
 }
@@ -431,6 +491,7 @@ impl Device {
             join_failures: HashMap::new(),
             removed_notified: std::collections::HashSet::new(),
             lan_sessions: HashMap::new(),
+            deferred: Vec::new(),
         };
         Ok(Device {
             inner: Arc::new(Mutex::new(inner)),

@@ -409,6 +409,9 @@ impl Device {
     /// The audit table of `doc` on this device: changes refused here (e.g. by a removed
     /// author) or refused by the relay, with their bytes where known. Never applied.
     pub fn rejected_changes(&self, doc: DocId) -> Result<Vec<RejectedChange>, ClientError> {
-        Ok(self.lock().store.rejected(&doc)?)
+        let mut g = self.lock();
+        // Refusals recorded on arrival may still wait in the deferred received writes.
+        g.flush_received()?;
+        Ok(g.store.rejected(&doc)?)
     }
 }

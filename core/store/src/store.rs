@@ -286,13 +286,17 @@ impl Store {
     /// [`Store::apply_received_writes`] turns it off, for one batch.
     pub(crate) fn set_fsync_on_commit(&self, fsync: bool) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let mode = match (self.fsync, fsync) {
-            (false, _) => "OFF",
-            (true, true) => "FULL",
-            (true, false) => "NORMAL",
+        let pragma = match (self.fsync, fsync) {
+            (false, _) => "PRAGMA synchronous = OFF",
+            (true, true) => "PRAGMA synchronous = FULL",
+            (true, false) => "PRAGMA synchronous = NORMAL",
         };
+        // A cached statement: a device switches for every batch of received changes, and
+        // parsing the pragma each time showed in its profile.
         self.conn
-            .pragma_update(None, "synchronous", mode)
+            .prepare_cached(pragma)
+            .and_then(|mut st| st.execute([]))
+            .map(|_| ())
             .map_err(sql(&path, "set synchronous", None))
     }
 
