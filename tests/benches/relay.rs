@@ -505,6 +505,7 @@ fn w1(
 
     let before = relay.snapshot();
     let devices_cpu0 = proc_cpu_secs("self");
+    let trace = std::env::var_os("HOMEROOM_BENCH_W1_TRACE").is_some();
     let mut lat = Vec::with_capacity(posts);
     let mut first = Vec::with_capacity(posts);
     let mut local = Vec::with_capacity(posts);
@@ -515,29 +516,64 @@ fn w1(
             .teacher
             .post_entry(class.id, &entry(&format!("Post {k}")))?;
         local.push(t0.elapsed());
-        let mut done = vec![false; class.parents.len()];
-        let mut left = done.len();
+        // A parent has the post once its notebook holds k entries. Reading a notebook takes
+        // the device's lock and walks its entries, so the reads wait until every parent not
+        // yet done has reported a change: done as each event arrives they would compete with
+        // the fan-out they measure. A parent's time is its latest `ClassChanged` before the
+        // read that found the entry — never earlier than the event that brought it.
+        let n = class.parents.len();
+        let mut done = vec![false; n];
+        let mut seen: Vec<Option<Instant>> = vec![None; n];
+        let mut left = n;
         let mut last = t0;
         let mut earliest: Option<Instant> = None;
         while left > 0 {
             let (i, ev, at) = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
                 anyhow!(
                     "W1 post {k}: only {} of {} parents received it within 10 s",
-                    done.len() - left,
-                    done.len()
+                    n - left,
+                    n
                 )
             })?;
             if done[i] || !matches!(ev, DeviceEvent::ClassChanged(_)) {
                 continue;
             }
-            if entry_count(&class.parents[i], class.id) >= k {
-                done[i] = true;
-                left -= 1;
-                last = last.max(at);
-                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            seen[i] = Some(seen[i].map_or(at, |s| s.max(at)));
+            if (0..n).any(|j| !done[j] && seen[j].is_none()) {
+                continue;
+            }
+            while let Ok((j, ev, at)) = rx.try_recv() {
+                if !done[j] && matches!(ev, DeviceEvent::ClassChanged(_)) {
+                    seen[j] = Some(seen[j].map_or(at, |s| s.max(at)));
+                }
+            }
+            for j in 0..n {
+                let Some(at) = seen[j] else { continue };
+                if done[j] {
+                    continue;
+                }
+                if entry_count(&class.parents[j], class.id) >= k {
+                    done[j] = true;
+                    left -= 1;
+                    last = last.max(at);
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                } else {
+                    // Changed, but not yet by this post: wait for its next event.
+                    seen[j] = None;
+                }
             }
         }
         lat.push(last.duration_since(t0));
+        // Per-post figures (HOMEROOM_BENCH_W1_TRACE): how every eighth post arriving late
+        // was found (see ACK_AFTER_CHANGES in homeroom-sync).
+        if trace {
+            eprintln!(
+                "W1 post {k}: last parent {:.2} ms, first {:.2} ms, teacher's local write {:.2} ms",
+                1e3 * last.duration_since(t0).as_secs_f64(),
+                1e3 * earliest.unwrap_or(last).duration_since(t0).as_secs_f64(),
+                local.last().map_or(0.0, |d| 1e3 * d.as_secs_f64())
+            );
+        }
         first.push(earliest.unwrap_or(last).duration_since(t0));
         std::thread::sleep(Duration::from_millis(10));
     }
