@@ -23,8 +23,9 @@ pub use socket::{
     RELAY_SEND_SEGMENTS, RELAY_UDP_RECEIVE_BUFFER, segment_capped_socket, set_udp_receive_buffer,
 };
 pub use tcp::{
-    FrameReader, FrameWriter, TcpTlsStream, accept_tcp, connect_tcp, lan_client_config,
-    tcp_exporter, tcp_server_config,
+    FrameReader, FrameWriter, TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES,
+    TcpTlsStream, accept_tcp, connect_tcp, lan_client_config, set_tcp_keepalive, tcp_exporter,
+    tcp_server_config,
 };
 
 /// The ALPN protocol id: a relay refuses TLS clients that do not speak it.

@@ -31,6 +31,28 @@ use crate::{ALPN, install_crypto_provider};
 /// A TLS session over TCP (either end).
 pub type TcpTlsStream = tokio_rustls::TlsStream<TcpStream>;
 
+/// TCP keep-alive on both ends of a fallback connection: the first probe after this much
+/// silence (QUIC's keep-alive interval, `TransportLimits::keep_alive`)…
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(20);
+/// …then a probe this often…
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// …and the connection fails after this many unanswered probes: a peer that vanished without
+/// closing (a phone that lost its network) is noticed ~35 s after its last packet, about when
+/// QUIC's 30 s idle timeout would notice it. The protocol sends nothing while a class is idle,
+/// so without this a relay would hold such connections, and their buffers, forever; the probes
+/// also keep a NAT's mapping for the device, as QUIC's keep-alive does.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
+/// Turn on [`TCP_KEEPALIVE_IDLE`] keep-alive probes for `tcp`.
+pub fn set_tcp_keepalive(tcp: &TcpStream) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    let keepalive = keepalive.with_retries(TCP_KEEPALIVE_RETRIES);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)
+}
+
 /// The relay's TLS-over-TCP server configuration: TLS 1.3 only (so exporter values are unique
 /// per session), the relay certificate, ALPN `homeroom/1`, no 0-RTT.
 pub fn tcp_server_config(
@@ -105,6 +127,9 @@ pub async fn connect_tcp(
                 source,
             })?;
         let _ = tcp.set_nodelay(true);
+        if let Err(e) = set_tcp_keepalive(&tcp) {
+            tracing::warn!(error = %e, "TCP keep-alive unavailable: a lost relay is noticed late");
+        }
         let name = ServerName::try_from("homeroom-relay")
             .map_err(|e| TransportError::Tls(e.to_string()))?;
         let tls = connector
@@ -131,6 +156,9 @@ pub async fn accept_tcp(
     tcp: TcpStream,
 ) -> Result<TcpTlsStream, TransportError> {
     let _ = tcp.set_nodelay(true);
+    if let Err(e) = set_tcp_keepalive(&tcp) {
+        tracing::warn!(error = %e, "TCP keep-alive unavailable: a vanished device is noticed late");
+    }
     let tls = tokio_rustls::TlsAcceptor::from(config)
         .accept(tcp)
         .await
