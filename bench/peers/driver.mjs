@@ -335,11 +335,19 @@ async function w1(srv) {
   }
   const ws = await Promise.all(workers);
   await sleep(300);
-  const before = snapshot(srv.pid);
-  const lat = [];
-  const first = [];
-  const local = [];
-  for (let k = 1; k <= CFG.w1Posts; k++) {
+  let before = snapshot(srv.pid);
+  let lat = [];
+  let first = [];
+  let local = [];
+  let cold = null;
+  // Post 1 is a warm-up, as in tests/benches/relay.rs: the class's first post since its
+  // devices joined carries one-time costs; it is reported as `cold`, not in the figures.
+  for (let k = 1; k <= CFG.w1Posts + 1; k++) {
+    if (k === 2) {
+      cold = lat[0];
+      [lat, first, local] = [[], [], []];
+      before = snapshot(srv.pid);
+    }
     const id = hex(32);
     const waits = ws.map((w) => ask(w, { type: "expect", id }, "got"));
     await sleep(5); // the workers have registered their listeners
@@ -358,7 +366,7 @@ async function w1(srv) {
   const sort = (v) => v.sort((a, b) => a - b);
   const parentSaves = (await Promise.all(ws.map((w) => ask(w, { type: "save" }, "saved")))).flatMap((m) => m.saved);
   await Promise.all(ws.map((w) => w.terminate()));
-  return { cls: { teacher, nb, parentSaves }, res: { lat: sort(lat), first: sort(first), local: sort(local), usage: usage(before, after), workers: W1_WORKERS } };
+  return { cls: { teacher, nb, parentSaves }, res: { lat: sort(lat), first: sort(first), local: sort(local), cold, usage: usage(before, after), workers: W1_WORKERS } };
 }
 
 // ------------------------------------------------------------------------------------------

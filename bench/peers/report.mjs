@@ -29,6 +29,7 @@ const rows = [];
 rows.push(["W1 post → all 30 parents, p50 ms", (s) => pct(s?.w1?.lat, 0.5), 1, "low", null]);
 rows.push(["W1 post → all 30 parents, p99 ms", (s) => pct(s?.w1?.lat, 0.99), 1, "low", 1 / 5]);
 rows.push(["W1 post → first parent, p50 ms", (s) => pct(s?.w1?.first, 0.5), 1, "low", null]);
+rows.push(["W1 the class's first post (warm-up), ms", (s) => s?.w1?.cold, 1, "low", null]);
 const levels = [...new Set(systems.flatMap((s) => (s?.w2 ?? []).map((r) => r.classes)))].sort((a, b) => a - b);
 for (const n of levels) {
   const at = (s) => (s?.w2 ?? []).find((r) => r.classes === n);
