@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use homeroom_core::automerge::{ROOT, ReadDoc, Value};
-use homeroom_core::{DocId, DocKind};
-use homeroom_sim::{NetConfig, Sim, SimClass};
+use homeroom_core::{ClassId, DocId, DocKind};
+use homeroom_sim::{NetConfig, NodeIx, Sim, SimClass};
 
 const PARENTS: usize = 4;
 const POSTS: usize = 80;
@@ -17,10 +17,11 @@ const POSTS: usize = 80;
 const EARLY: std::ops::Range<usize> = 8..24;
 const LATE: std::ops::Range<usize> = 64..80;
 
-#[test]
-fn bytes_per_post_do_not_grow_over_a_long_session() {
+/// A relay and a class of `parents` families, everyone connected and synced, over a 1 ms
+/// network with 1 ms fsyncs.
+fn connected_class(seed: u64, parents: usize) -> (Sim, ClassId, NodeIx, Vec<NodeIx>) {
     let mut sim = Sim::new(
-        11,
+        seed,
         NetConfig {
             latency_ms: (1, 1),
             fsync_ms: (1, 1),
@@ -32,7 +33,7 @@ fn bytes_per_post_do_not_grow_over_a_long_session() {
         id: class,
         teacher,
         families,
-    } = sim.found_class(PARENTS);
+    } = sim.found_class(parents);
     let parents: Vec<_> = families.into_iter().map(|(_, p)| p).collect();
     assert!(sim.connect(teacher, relay));
     assert!(sim.run_until_quiet(60_000));
@@ -40,6 +41,12 @@ fn bytes_per_post_do_not_grow_over_a_long_session() {
         assert!(sim.connect(p, relay));
     }
     assert!(sim.run_until_quiet(60_000));
+    (sim, class, teacher, parents)
+}
+
+#[test]
+fn bytes_per_post_do_not_grow_over_a_long_session() {
+    let (mut sim, class, teacher, parents) = connected_class(11, PARENTS);
 
     let notebook = DocId::new(class, DocKind::Notebook);
     let mut bytes = Vec::with_capacity(POSTS);
@@ -75,26 +82,7 @@ fn bytes_per_post_do_not_grow_over_a_long_session() {
 #[test]
 fn receivers_answer_different_posts() {
     const PARENTS: usize = 16;
-    let mut sim = Sim::new(
-        12,
-        NetConfig {
-            latency_ms: (1, 1),
-            fsync_ms: (1, 1),
-            ..NetConfig::default()
-        },
-    );
-    let relay = sim.add_relay();
-    let SimClass {
-        id: class,
-        teacher,
-        families,
-    } = sim.found_class(PARENTS);
-    assert!(sim.connect(teacher, relay));
-    assert!(sim.run_until_quiet(60_000));
-    for (_, p) in &families {
-        assert!(sim.connect(*p, relay));
-    }
-    assert!(sim.run_until_quiet(60_000));
+    let (mut sim, class, teacher, _) = connected_class(12, PARENTS);
 
     let mut frames = Vec::new();
     for k in 0..48 {

@@ -11,12 +11,15 @@ use homeroom_transport::{
     connect_tcp, tcp_server_config,
 };
 
-fn keepalive_of(stream: &TcpTlsStream) -> (bool, Duration, Duration) {
-    let tcp = match stream {
+fn tcp_of(stream: &TcpTlsStream) -> &tokio::net::TcpStream {
+    match stream {
         tokio_rustls::TlsStream::Client(s) => s.get_ref().0,
         tokio_rustls::TlsStream::Server(s) => s.get_ref().0,
-    };
-    let sock = socket2::SockRef::from(tcp);
+    }
+}
+
+fn keepalive_of(stream: &TcpTlsStream) -> (bool, Duration, Duration) {
+    let sock = socket2::SockRef::from(tcp_of(stream));
     (
         sock.keepalive().unwrap(),
         sock.tcp_keepalive_time().unwrap(),
@@ -47,12 +50,10 @@ async fn both_ends_of_a_fallback_connection_probe_a_silent_peer() {
     }
     #[cfg(target_os = "linux")]
     for stream in [&client, &server] {
-        let tcp = match stream {
-            tokio_rustls::TlsStream::Client(s) => s.get_ref().0,
-            tokio_rustls::TlsStream::Server(s) => s.get_ref().0,
-        };
         assert_eq!(
-            socket2::SockRef::from(tcp).tcp_keepalive_retries().unwrap(),
+            socket2::SockRef::from(tcp_of(stream))
+                .tcp_keepalive_retries()
+                .unwrap(),
             homeroom_transport::TCP_KEEPALIVE_RETRIES
         );
     }
