@@ -171,7 +171,7 @@ pub fn create_chain(
         });
     }
     let chains = top_map(tx, "chains")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&chains, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "title", chain.title)?;
     tx.put(&obj, "description", chain.description)?;
@@ -229,7 +229,7 @@ pub fn add_line(
                 reason: "this chain takes one line per student: name the student".into(),
             });
         }
-        (false, _) => LineKey::Line(ids.item_id()),
+        (false, _) => LineKey::Line(ids.item_id(actor.now)),
     };
     let lines = top_map(tx, "chain_lines")?;
     let k = format!("{chain}.{}", key.hex());

@@ -112,7 +112,7 @@ pub fn post_to_committee(
             id: parent.to_hex(),
         });
     }
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&posts, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "title", post.title)?;
     tx.put(&obj, "text", post.text)?;
@@ -184,7 +184,7 @@ pub fn send_to_mailbox(
     }
     check_text("text", text, MAX_POST_TEXT, false)?;
     let messages = top_map(tx, "messages")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&messages, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "text", text)?;
     tx.put(&obj, "at", actor.now)?;

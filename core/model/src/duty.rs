@@ -220,7 +220,7 @@ pub fn create_post(
     }
     let stamp = Hlc::after(actor.device, actor.now, []);
     let duty = top_map(tx, "duty")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&duty, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", post.kind.as_str())?;
     tx.put(&obj, "title", post.title)?;
@@ -229,7 +229,7 @@ pub fn create_post(
     let children = tx.put_object(&obj, "shifts", ObjType::Map)?;
     let mut out = Vec::with_capacity(shifts.len());
     for s in shifts {
-        let sid = ids.item_id();
+        let sid = ids.item_id(actor.now);
         create_resource(tx, &children, sid, s.start, s.end, s.capacity, stamp)?;
         out.push(sid);
     }
@@ -255,7 +255,7 @@ pub fn add_shift(
     let children = map_at(tx, &obj, "shifts")?.ok_or(ModelError::Corrupt {
         what: "post without shifts map".into(),
     })?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let stamp = Hlc::after(actor.device, actor.now, []);
     create_resource(
         tx,
@@ -371,7 +371,7 @@ pub fn claim_shift(
     }
     let stamp = Hlc::after(actor.device, actor.now, &seen);
     let claims = top_map(tx, "claims")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&claims, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "post", post.to_hex())?;
     tx.put(&obj, "shift", shift.to_hex())?;
@@ -509,7 +509,7 @@ pub fn propose_swap(
         seen.push(h.stamp);
     }
     let stamp = Hlc::after(actor.device, actor.now, &seen);
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&swaps, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "partner", partner.to_hex())?;
     tx.put(&obj, "give", give.map(|g| g.to_hex()).unwrap_or_default())?;
@@ -566,7 +566,7 @@ pub fn check_in(
         )));
     }
     let checkins = top_map(tx, "checkins")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&checkins, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "claim", claim.to_hex())?;
     tx.put(&obj, "at", actor.now)?;
@@ -666,7 +666,7 @@ pub fn decide_claims<L: ReadDoc>(
         .collect();
     let map = top_map(tx, "decisions")?;
     for (v, stamp) in &new_verdicts {
-        let obj = tx.put_object(&map, ids.item_id().to_hex(), ObjType::Map)?;
+        let obj = tx.put_object(&map, ids.item_id(actor.now).to_hex(), ObjType::Map)?;
         tx.put(&obj, "kind", KIND_SWAP)?;
         tx.put(&obj, "a", v.a.1.to_hex())?;
         tx.put(&obj, "a_family", v.a.0.to_hex())?;

@@ -545,8 +545,8 @@ pub fn post_entry(
         });
     }
     let entries = top_map(tx, "entries")?;
-    let entry = ids.item_id();
-    let revision = ids.item_id();
+    let entry = ids.item_id(actor.now);
+    let revision = ids.item_id(actor.now);
     let obj = tx.put_object(&entries, entry.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", new.kind.as_str())?;
     tx.put(&obj, "urgency", new.urgency.as_str())?;
@@ -584,7 +584,7 @@ pub fn edit_entry(
     let current = read_entry(tx, entry)?;
     let obj = entry_obj(tx, entry)?;
     let seq = current.revisions.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
-    let revision = ids.item_id();
+    let revision = ids.item_id(actor.now);
     let rev = NewRevision {
         id: revision,
         title,
@@ -841,7 +841,7 @@ pub fn sign_entry(
         _ => {}
     }
     let signatures = top_map(tx, "signatures")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     tx.put(
         &signatures,
         id.to_hex(),
@@ -959,7 +959,7 @@ pub fn post_reply(
     }
     check_text("text", text, MAX_REPLY_TEXT, false)?;
     let replies = top_map(tx, "replies")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&replies, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "entry", entry.to_hex())?;
     tx.put(&obj, "text", text)?;

@@ -371,7 +371,7 @@ pub fn create_event(
     }
     let stamp = Hlc::after(actor.device, actor.now, []);
     let events = top_map(tx, "events")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&events, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", event.kind.as_str())?;
     tx.put(&obj, "title", event.title)?;
@@ -383,7 +383,7 @@ pub fn create_event(
     let children = tx.put_object(&obj, "slots", ObjType::Map)?;
     let mut slot_ids = Vec::with_capacity(slots.len());
     for s in slots {
-        let sid = ids.item_id();
+        let sid = ids.item_id(actor.now);
         create_resource(tx, &children, sid, s.start, s.end, s.capacity, stamp)?;
         slot_ids.push(sid);
     }
@@ -409,7 +409,7 @@ pub fn add_slot(
     let children = map_at(tx, &obj, "slots")?.ok_or(ModelError::Corrupt {
         what: "event without slots map".into(),
     })?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let stamp = Hlc::after(actor.device, actor.now, []);
     create_resource(
         tx,
@@ -543,7 +543,7 @@ pub fn request_booking(
         }
     }
     let stamp = Hlc::after(actor.device, actor.now, &seen);
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&requests, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", KIND_BOOKING)?;
     tx.put(&obj, "event", event.to_hex())?;
@@ -623,7 +623,7 @@ pub fn rsvp(
         .collect();
     let stamp = Hlc::after(actor.device, actor.now, &seen);
     let requests = top_map(tx, "requests")?;
-    let obj = tx.put_object(&requests, ids.item_id().to_hex(), ObjType::Map)?;
+    let obj = tx.put_object(&requests, ids.item_id(actor.now).to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", "rsvp")?;
     tx.put(&obj, "event", event.to_hex())?;
     tx.put(&obj, "attendance", attendance.as_str())?;

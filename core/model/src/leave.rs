@@ -143,7 +143,7 @@ pub fn request_leave(
         });
     }
     let map = top_map(tx, "leave")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&map, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", "request")?;
     tx.put(&obj, "student", leave.student.to_hex())?;
@@ -208,7 +208,7 @@ pub fn decide_leave(
     seen.extend(decisions(tx, actor.roster)?.get(&request).map(|d| d.stamp));
     let stamp = Hlc::after(actor.device, actor.now, &seen);
     let map = top_map(tx, "leave")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&map, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", "decision")?;
     tx.put(&obj, "request", request.to_hex())?;

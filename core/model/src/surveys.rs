@@ -307,7 +307,7 @@ pub fn create_survey(
     }
     let stamp = Hlc::after(actor.device, actor.now, []);
     let surveys = top_map(tx, "surveys")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&surveys, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "title", survey.title)?;
     tx.put(&obj, "anonymous", survey.anonymous)?;
@@ -319,7 +319,7 @@ pub fn create_survey(
     let qs = tx.put_object(&obj, "questions", ObjType::Map)?;
     let mut qids = Vec::with_capacity(survey.questions.len());
     for (i, q) in survey.questions.iter().enumerate() {
-        let qid = ids.item_id();
+        let qid = ids.item_id(actor.now);
         let qo = tx.put_object(&qs, qid.to_hex(), ObjType::Map)?;
         tx.put(&qo, "index", i as i64)?;
         tx.put(&qo, "prompt", q.prompt)?;
@@ -380,7 +380,7 @@ pub fn seal_survey(
     let seals = map_at(tx, &obj, "seals")?.ok_or(ModelError::Corrupt {
         what: "survey without seals map".into(),
     })?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let seal = tx.put_object(&seals, id.to_hex(), ObjType::Map)?;
     tx.put(
         &seal,

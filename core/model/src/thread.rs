@@ -151,7 +151,7 @@ pub fn post_thread_message(
     }
     check_text("text", text, MAX_MESSAGE, false)?;
     let thread = top_map(tx, "thread")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&thread, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "text", text)?;
     tx.put(&obj, "at", actor.now)?;
@@ -223,7 +223,7 @@ pub fn record_contact(
         });
     }
     let contacts = top_map(tx, "contacts")?;
-    let id = ids.item_id();
+    let id = ids.item_id(actor.now);
     let obj = tx.put_object(&contacts, id.to_hex(), ObjType::Map)?;
     tx.put(&obj, "kind", contact.kind.as_str())?;
     tx.put(&obj, "occurred_at", contact.occurred_at)?;

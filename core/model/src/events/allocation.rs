@@ -669,7 +669,7 @@ impl<'a> Registrar<'a> {
             .get(&req.resource)
             .map_or((0, 0), |r| (r.start, r.end));
         let d = Decision {
-            id: ids.item_id(),
+            id: ids.item_id(self.now),
             request: req.id,
             family: req.family,
             group: req.group,
