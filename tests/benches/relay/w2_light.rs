@@ -306,6 +306,8 @@ pub(crate) fn w2_light(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = relay.snapshot();
+        // Profilers attach at this line (docs/benchmarks.md, "Where Homeroom is behind").
+        eprintln!("W2 light {n}: timed run of {secs} s starts");
         let start = Instant::now();
         let deadline = start + Duration::from_secs(secs);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
