@@ -1,7 +1,7 @@
 //! What the notification webhook costs the hub per document change: `Notifier::document_changed`
-//! (recipients from the roster, urgency from the notebook's entries, a `try_send` per
-//! recipient) on a class of 30 families, for a notebook of 100 and 1,000 entries, and for a
-//! family lane.
+//! (recipients from the roster, urgency from the entries the newest change wrote to, a
+//! `try_send` per recipient) on a class of 30 families, for a notebook of 100 and 1,000
+//! entries, and for a family lane.
 //!
 //! `cargo bench -p homeroom-relay --bench webhook` (full) or with `HOMEROOM_BENCH_QUICK=1`
 //! (smoke run: 50 entries, few samples). Prints medians.

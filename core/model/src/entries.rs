@@ -751,6 +751,56 @@ pub fn read_entries(doc: &impl ReadDoc) -> Result<Vec<Entry>, ModelError> {
     Ok(parts.0.into_iter().filter_map(EntryParts::finish).collect())
 }
 
+/// The entries that the newest change at `doc`'s heads wrote to: posted, edited (a new
+/// revision) or re-flagged. Costs the size of that change, not of the notebook — for code that
+/// reacts to "what just arrived" on every edit (the relay's notification webhook). Among
+/// concurrent heads only those with the newest timestamp count: an older head is not news.
+pub fn entries_in_newest_change(doc: &automerge::Automerge) -> Vec<ItemId> {
+    use automerge::Prop;
+    use automerge::legacy::{Key, ObjectId};
+    let Ok(entries) = top_map(doc, "entries") else {
+        return Vec::new();
+    };
+    let heads: Vec<automerge::Change> = doc
+        .get_heads()
+        .iter()
+        .filter_map(|h| doc.get_change_by_hash(h))
+        .collect();
+    let Some(newest) = heads.iter().map(automerge::Change::timestamp).max() else {
+        return Vec::new();
+    };
+    let mut out = BTreeSet::new();
+    for change in heads.iter().filter(|c| c.timestamp() == newest) {
+        for op in change.decode().operations {
+            let ObjectId::Id(id) = &op.obj else {
+                continue;
+            };
+            // The actor index is only a hint: automerge looks the actor up when it differs.
+            let obj = ObjId::Id(id.0, id.1.clone(), 0);
+            let key = if obj == entries {
+                // A new entry: the op puts its map into `entries`.
+                match &op.key {
+                    Key::Map(k) => Some(k.to_string()),
+                    Key::Seq(_) => None,
+                }
+            } else {
+                // A field of an entry (urgency, a revision): the entry's map sits in `entries`.
+                doc.parents(&obj)
+                    .ok()
+                    .and_then(|mut p| p.next())
+                    .and_then(|p| match p.prop {
+                        Prop::Map(k) if p.obj == entries => Some(k),
+                        _ => None,
+                    })
+            };
+            if let Some(entry) = key.as_deref().and_then(item_id_from_hex) {
+                out.insert(entry);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signatures and receipts (Lane)
 
