@@ -2,6 +2,8 @@
 //!
 //! Every id is a fixed number of random bytes chosen by the caller (the core never draws
 //! randomness itself) and shown as lowercase hex, which is also its key inside documents.
+//! Item ids start with a minute count instead, so that newer items sort first as map keys
+//! ([`IdSource::item_id`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -88,6 +90,7 @@ hex_id!(
 );
 hex_id!(
     /// Any item inside a document: an entry, a revision, a reply, an event, a slot, a request…
+    /// Made by [`IdSource::item_id`]: a descending minute count, then random bytes.
     ItemId, 8, "item"
 );
 
