@@ -9,7 +9,7 @@
 //! and the change hash ([`DeviceKey::sign_change`]). [`verify_change`] is the one function that
 //! checks a change's signature and returns its author device; relay and peers both use it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -81,11 +81,116 @@ fn verify_with(
 #[derive(Debug, Default)]
 pub struct KeyCache {
     keys: HashMap<DeviceId, VerifyingKey>,
+    /// Signatures [`KeyCache::preverify`] checked and found valid, each skipped (and
+    /// forgotten) by the next [`KeyCache::verify_parsed`] of exactly that document, change,
+    /// author and signature.
+    verified: HashSet<(DocId, ChangeHash, DeviceId, ChangeSignature)>,
 }
+
+/// One signature for [`KeyCache::preverify`]: author, change hash, signature.
+type Job = (DeviceId, ChangeHash, ChangeSignature);
 
 impl KeyCache {
     /// Keys kept at most (a few classes' devices).
     pub const MAX_KEYS: usize = 4096;
+
+    /// [`KeyCache::preverify`] spreads its work over threads only from this many signatures
+    /// on (below, starting threads costs more than they save).
+    pub const PARALLEL_MIN: usize = 32;
+
+    /// Check the signatures of a batch of changes for document `doc` up front, on all the
+    /// machine's cores (at most 8), when there are at least [`KeyCache::PARALLEL_MIN`] of
+    /// them: a fresh device fetching a school year spends three quarters of its time in
+    /// signature checks, one after the other. The same single-signature check as
+    /// [`DeviceId::verify`] (never batch verification, whose edge cases differ, so every
+    /// replica accepts exactly the same changes); valid ones are remembered so that the
+    /// caller's [`KeyCache::verify_parsed`] of each returns at once, invalid ones are not, and
+    /// fail there as usual. Items without a signature are skipped. Doing nothing is always
+    /// correct: this only moves work.
+    pub fn preverify<'a>(
+        &mut self,
+        doc: &DocId,
+        items: impl IntoIterator<Item = (&'a Change, Option<&'a ChangeSignature>)>,
+    ) {
+        self.verified.clear();
+        let jobs: Vec<Job> = items
+            .into_iter()
+            .filter_map(|(c, s)| Some((change_author(c).ok()?, c.hash(), *s?)))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(8)
+            .min(jobs.len() / (Self::PARALLEL_MIN / 2));
+        if jobs.len() < Self::PARALLEL_MIN || threads < 2 {
+            return;
+        }
+        let mut keys: HashMap<DeviceId, VerifyingKey> = HashMap::new();
+        for (author, _, _) in &jobs {
+            if keys.contains_key(author) {
+                continue;
+            }
+            let key = match self.keys.get(author) {
+                Some(k) => *k,
+                None => match VerifyingKey::from_bytes(&author.0) {
+                    Ok(k) => k,
+                    Err(_) => continue,
+                },
+            };
+            keys.insert(*author, key);
+        }
+        let chunk = jobs.len().div_ceil(threads);
+        let check = |part: &[Job]| -> Vec<bool> {
+            part.iter()
+                .map(|(author, hash, sig)| {
+                    keys.get(author).is_some_and(|key| {
+                        verify_with(
+                            key,
+                            author,
+                            CHANGE_DOMAIN,
+                            &change_message(doc, hash),
+                            &sig.0,
+                        )
+                        .is_ok()
+                    })
+                })
+                .collect()
+        };
+        let results: Vec<bool> = std::thread::scope(|scope| {
+            let mut parts = jobs.chunks(chunk);
+            let first = parts.next().unwrap_or(&[]);
+            // The other chunks on helper threads; a chunk whose thread cannot start counts
+            // as unchecked (verified later, one by one).
+            let handles: Vec<_> = parts
+                .map(|part| {
+                    let spawned = std::thread::Builder::new()
+                        .name("homeroom-verify".into())
+                        .spawn_scoped(scope, || check(part));
+                    (part.len(), spawned.ok())
+                })
+                .collect();
+            let mut out = check(first);
+            for (len, handle) in handles {
+                match handle.map(|h| h.join()) {
+                    Some(Ok(part)) => out.extend(part),
+                    _ => out.extend(std::iter::repeat_n(false, len)),
+                }
+            }
+            out
+        });
+        for ((author, hash, sig), ok) in jobs.into_iter().zip(results) {
+            if ok {
+                if let Some(key) = keys.get(&author)
+                    && !self.keys.contains_key(&author)
+                {
+                    if self.keys.len() >= Self::MAX_KEYS {
+                        self.keys.clear();
+                    }
+                    self.keys.insert(author, *key);
+                }
+                self.verified.insert((*doc, hash, author, sig));
+            }
+        }
+    }
 
     /// Like [`DeviceId::verify`], reusing the decompressed key of a device seen before.
     pub fn verify(
@@ -117,12 +222,14 @@ impl KeyCache {
     ) -> Result<VerifiedChange, IdentityError> {
         let hash = change.hash();
         let author = change_author(&change)?;
-        self.verify(
-            &author,
-            CHANGE_DOMAIN,
-            &change_message(doc, &hash),
-            &signature.0,
-        )?;
+        if !self.verified.remove(&(*doc, hash, author, *signature)) {
+            self.verify(
+                &author,
+                CHANGE_DOMAIN,
+                &change_message(doc, &hash),
+                &signature.0,
+            )?;
+        }
         Ok(VerifiedChange {
             change,
             author,
@@ -421,6 +528,55 @@ mod tests {
         tx.commit();
         let change = doc.get_last_local_change().unwrap();
         (doc, change)
+    }
+
+    #[test]
+    fn preverify_checks_a_batch_on_threads_and_remembers_only_valid_signatures() {
+        let key = DeviceKey::from_secret([5; 32]);
+        let doc = DocId::new(ClassId([1; 16]), DocKind::Notebook);
+        let other = DocId::new(ClassId([2; 16]), DocKind::Notebook);
+        let mut am = Automerge::new().with_actor(actor_for(&key.device_id(), [9; 8]));
+        let mut changes = Vec::new();
+        for i in 0..40_i64 {
+            let mut tx = am.transaction();
+            tx.put(ROOT, "k", i).unwrap();
+            tx.commit();
+            changes.push(am.get_last_local_change().unwrap());
+        }
+        let mut sigs: Vec<ChangeSignature> = changes
+            .iter()
+            .map(|c| key.sign_change(&doc, &c.hash()))
+            .collect();
+        sigs[7].0[0] ^= 1;
+        let mut cache = KeyCache::default();
+        let batch = || changes.iter().zip(&sigs).map(|(c, s)| (c, Some(s)));
+        cache.preverify(&doc, batch());
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        if threads >= 2 {
+            assert_eq!(cache.verified.len(), 39, "all but the bad one");
+            assert_eq!(cache.len(), 1, "the key is kept once a signature verified");
+        }
+        for (i, (c, s)) in changes.iter().zip(&sigs).enumerate() {
+            let r = cache.verify_parsed(&doc, c.clone(), s);
+            assert_eq!(r.is_ok(), i != 7, "change {i}: {r:?}");
+        }
+        assert!(cache.verified.is_empty(), "each memo is used once");
+
+        // A memo is for its document, change, author and signature only.
+        cache.preverify(&doc, batch());
+        assert!(matches!(
+            cache.verify_parsed(&other, changes[0].clone(), &sigs[0]),
+            Err(IdentityError::BadSignature { .. })
+        ));
+        assert!(
+            cache
+                .verify_parsed(&doc, changes[1].clone(), &sigs[2])
+                .is_err()
+        );
+        // Small batches are left to the caller.
+        let mut small = KeyCache::default();
+        small.preverify(&doc, batch().take(KeyCache::PARALLEL_MIN - 1));
+        assert!(small.verified.is_empty());
     }
 
     #[test]

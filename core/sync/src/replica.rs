@@ -459,6 +459,21 @@ impl Replica {
         let genesis_hash = genesis::genesis_hash(doc_id);
         let is_roster = doc_id.kind == DocKind::Roster;
         let batch = order_by_deps(incoming);
+        // Large batches (a fresh device's first sync, a week offline) check their signatures
+        // on every core first; the loop below then finds each one done. Changes already
+        // here or already refused are left out: the loop skips them without a check.
+        if batch.len() >= KeyCache::PARALLEL_MIN {
+            let ds = self.doc_state(doc_id)?;
+            let fresh = batch
+                .iter()
+                .filter(|inc| {
+                    let hash = inc.change.hash();
+                    !ds.rejected.contains(&hash) && ds.doc.get_change_meta_by_hash(&hash).is_none()
+                })
+                .map(|inc| (&inc.change, inc.signature.as_ref()))
+                .collect::<Vec<_>>();
+            self.keys.preverify(doc_id, fresh);
+        }
 
         let mut accepted: Vec<(Change, DeviceId, ChangeSignature)> = Vec::new();
         let mut audited: Vec<SignedChange> = Vec::new();
