@@ -5,8 +5,10 @@
 //! heads are durable) plus one protocol session per connected peer. It takes inputs
 //! (`handle_*`, each with an explicit `now`) and produces outputs (`poll_*`: messages to send,
 //! storage writes to perform, sessions to close, events, the next deadline). It opens no
-//! socket, reads no clock and spawns nothing, so a simulated network with virtual time can
-//! drive it deterministically.
+//! socket, reads no clock and spawns no task, so a simulated network with virtual time can
+//! drive it deterministically. (One exception, for speed only: a large batch's signature
+//! checks run on scoped threads that end before the call returns; the outputs do not depend
+//! on them — `homeroom_core::identity::KeyCache::preverify`.)
 //!
 //! Documents sync with `automerge::sync` (one `sync::State` per peer and document, persisted
 //! when a session closes). Around it: every change is verified (signature, author's write right
