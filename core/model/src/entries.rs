@@ -771,6 +771,8 @@ pub fn entries_in_newest_change(doc: &automerge::Automerge) -> Vec<ItemId> {
     };
     let mut out = BTreeSet::new();
     for change in heads.iter().filter(|c| c.timestamp() == newest) {
+        // A change lists each object's ops together: look each object's parent up once.
+        let mut previous: Option<ObjId> = None;
         for op in change.decode().operations {
             let ObjectId::Id(id) = &op.obj else {
                 continue;
@@ -783,15 +785,20 @@ pub fn entries_in_newest_change(doc: &automerge::Automerge) -> Vec<ItemId> {
                     Key::Map(k) => Some(k.to_string()),
                     Key::Seq(_) => None,
                 }
+            } else if previous.as_ref() == Some(&obj) {
+                None
             } else {
                 // A field of an entry (urgency, a revision): the entry's map sits in `entries`.
-                doc.parents(&obj)
-                    .ok()
-                    .and_then(|mut p| p.next())
-                    .and_then(|p| match p.prop {
-                        Prop::Map(k) if p.obj == entries => Some(k),
-                        _ => None,
-                    })
+                let parent =
+                    doc.parents(&obj)
+                        .ok()
+                        .and_then(|mut p| p.next())
+                        .and_then(|p| match p.prop {
+                            Prop::Map(k) if p.obj == entries => Some(k),
+                            _ => None,
+                        });
+                previous = Some(obj);
+                parent
             };
             if let Some(entry) = key.as_deref().and_then(item_id_from_hex) {
                 out.insert(entry);
