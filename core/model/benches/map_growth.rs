@@ -2,15 +2,19 @@
 //!
 //! Automerge applies a new map key by walking the map's keys that sort before it, so with
 //! random item ids the cost of receiving an entry grows with the number of entries already in
-//! the notebook. Item ids therefore start with a prefix that counts down in minutes
+//! the notebook. Item ids therefore start with a prefix that counts down in seconds
 //! (`IdSource::item_id`): a new entry's key sorts before every older one.
 //!
 //! The bench posts `HOMEROOM_BENCH_ENTRIES` entries (default 3,000; quick: 600) on a teacher's
 //! notebook and applies each change to a second copy (a parent's), timing only that
-//! `apply_changes`, in two schedules:
+//! `apply_changes`, in four schedules:
 //! - **one post an hour** — how a real notebook fills (ids of later posts sort first);
-//! - **all in one minute** — what the relay bench's W1 compresses a year into: the prefixes
-//!   are equal, so keys order randomly, which is also how every id behaved before the prefix.
+//! - **a post every 40 ms** — the pace of one class in the relay bench's W2, which compresses
+//!   a year into a minute;
+//! - **100 posts a second** — a burst: posts of the same second order randomly among
+//!   themselves;
+//! - **all at one instant** — equal prefixes, so keys order randomly: how every id behaved
+//!   before the prefix (and how ids of one minute behaved with the earlier minute prefix).
 //!
 //! Prints the median apply time of the first and the last 100 posts of each schedule and
 //! their ratio. `cargo bench -p homeroom-core --bench map_growth`.
@@ -41,7 +45,12 @@ fn main() {
         "  {:<22} {:>12} {:>12} {:>8}",
         "schedule", "first 100", "last 100", "ratio"
     );
-    for (name, step_ms) in [("one post an hour", 3_600_000), ("all in one minute", 10)] {
+    for (name, step_ms) in [
+        ("one post an hour", 3_600_000),
+        ("a post every 40 ms", 40),
+        ("100 posts a second", 10),
+        ("all at one instant", 0),
+    ] {
         let times = run(n, step_ms);
         let first = median(&times[..100]);
         let last = median(&times[n - 100..]);

@@ -2,8 +2,8 @@
 //!
 //! Every id is a fixed number of random bytes chosen by the caller (the core never draws
 //! randomness itself) and shown as lowercase hex, which is also its key inside documents.
-//! Item ids start with a minute count instead, so that newer items sort first as map keys
-//! ([`IdSource::item_id`]).
+//! Item ids start with a descending count of seconds instead, so that newer items sort first
+//! as map keys ([`IdSource::item_id`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -90,23 +90,23 @@ hex_id!(
 );
 hex_id!(
     /// Any item inside a document: an entry, a revision, a reply, an event, a slot, a request…
-    /// Made by [`IdSource::item_id`]: a descending minute count, then random bytes.
+    /// Made by [`IdSource::item_id`]: a descending count of seconds, then random bytes.
     ItemId, 8, "item"
 );
 
-/// Start of [`ItemId::minute_prefix`]'s count: 2024-01-01T00:00:00Z, in ms since the epoch.
+/// Start of [`ItemId::time_prefix`]'s count: 2024-01-01T00:00:00Z, in ms since the epoch.
 const ITEM_EPOCH_MS: i64 = 1_704_067_200_000;
 
 impl ItemId {
-    /// The first three bytes of an item id made at `now_ms`: `0xFFFFFF` minus the minutes
+    /// The first four bytes of an item id made at `now_ms`: `0xFFFFFFFF` minus the seconds
     /// since 2024-01-01, so later items sort first (byte order and hex order agree). Clamped:
-    /// clocks before 2024 give `ffffff`, and from 2055 on (2²⁴ minutes) it stays `000000` —
-    /// ids then order randomly again, which costs speed, never correctness.
-    pub fn minute_prefix(now_ms: i64) -> [u8; 3] {
-        let minutes = now_ms.saturating_sub(ITEM_EPOCH_MS).max(0) / 60_000;
-        let down = 0x00FF_FFFF_i64.saturating_sub(minutes).max(0);
+    /// clocks before 2024 give `ffffffff`, and from 2160 on (2³² seconds) it stays `00000000`
+    /// — ids then order randomly again, which costs speed, never correctness.
+    pub fn time_prefix(now_ms: i64) -> [u8; 4] {
+        let seconds = now_ms.saturating_sub(ITEM_EPOCH_MS).max(0) / 1_000;
+        let down = 0xFFFF_FFFF_i64.saturating_sub(seconds).max(0);
         let b = down.to_be_bytes();
-        [b[5], b[6], b[7]]
+        [b[4], b[5], b[6], b[7]]
     }
 }
 
@@ -115,19 +115,20 @@ pub trait IdSource {
     /// Fill `out` with fresh random bytes.
     fn fill(&mut self, out: &mut [u8]);
 
-    /// A fresh [`ItemId`] for an item created at `now_ms` (ms since the Unix epoch): three
-    /// bytes that count *down* in minutes ([`ItemId::minute_prefix`]), then five random bytes.
+    /// A fresh [`ItemId`] for an item created at `now_ms` (ms since the Unix epoch): four
+    /// bytes that count *down* in seconds ([`ItemId::time_prefix`]), then four random bytes.
     ///
     /// Why not all random: items are keys of large maps (a year's entries, a lane's
     /// signatures), and Automerge applies a new map key by walking the map's keys that sort
     /// before it — linear in the map's size for a random key. Newest-first keys sort before
-    /// all older ones, so the walk stops at once and applying stays flat over a school year.
-    /// Five random bytes keep ids of the same minute apart (a collision among 1,000 items
-    /// made in one minute: about 5 in 10⁷).
+    /// all older ones, so the walk stops at once and applying stays flat over a school year,
+    /// and also through a burst (items made in the same second order randomly among
+    /// themselves only). Four random bytes keep ids of the same second apart (a collision
+    /// among 100 items made in one second: about 1 in 10⁶).
     fn item_id(&mut self, now_ms: i64) -> ItemId {
         let mut b = [0u8; 8];
-        b[..3].copy_from_slice(&ItemId::minute_prefix(now_ms));
-        self.fill(&mut b[3..]);
+        b[..4].copy_from_slice(&ItemId::time_prefix(now_ms));
+        self.fill(&mut b[4..]);
         ItemId(b)
     }
 
@@ -212,23 +213,23 @@ mod tests {
         let mut ids = SeededIds::new(3);
         let jan = ITEM_EPOCH_MS + 365 * 86_400_000; // 2025
         let earlier = ids.item_id(jan);
-        let same_minute = ids.item_id(jan + 59_000); // `jan` starts a minute
-        let later = ids.item_id(jan + 60_000);
+        let same_second = ids.item_id(jan + 999); // `jan` starts a second
+        let later = ids.item_id(jan + 1_000);
         let much_later = ids.item_id(jan + 200 * 86_400_000);
         assert!(later < earlier && much_later < later, "newest first");
         assert!(
             later.to_hex() < earlier.to_hex(),
             "hex keys order like the bytes"
         );
-        assert_eq!(earlier.0[..3], same_minute.0[..3]);
-        assert_ne!(earlier, same_minute, "the random part tells them apart");
-        assert_eq!(ItemId::minute_prefix(0), [0xff; 3], "clocks before 2024");
-        assert_eq!(ItemId::minute_prefix(ITEM_EPOCH_MS), [0xff; 3]);
+        assert_eq!(earlier.0[..4], same_second.0[..4]);
+        assert_ne!(earlier, same_second, "the random part tells them apart");
+        assert_eq!(ItemId::time_prefix(0), [0xff; 4], "clocks before 2024");
+        assert_eq!(ItemId::time_prefix(ITEM_EPOCH_MS), [0xff; 4]);
         assert_eq!(
-            ItemId::minute_prefix(ITEM_EPOCH_MS + 60_000),
-            [0xff, 0xff, 0xfe]
+            ItemId::time_prefix(ITEM_EPOCH_MS + 1_000),
+            [0xff, 0xff, 0xff, 0xfe]
         );
-        assert_eq!(ItemId::minute_prefix(i64::MAX), [0; 3], "after 2055");
-        assert_eq!(ItemId::minute_prefix(i64::MIN), [0xff; 3]);
+        assert_eq!(ItemId::time_prefix(i64::MAX), [0; 4], "after 2160");
+        assert_eq!(ItemId::time_prefix(i64::MIN), [0xff; 4]);
     }
 }
