@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use homeroom_client::core::entries::{Audience, EntryKind, NewEntry, Urgency};
 use homeroom_client::core::roster::{self, Role};
-use homeroom_client::core::{ClassId, DeviceId, DeviceKey, DocId, DocKind};
+use homeroom_client::core::{ClassId, DeviceId, DeviceKey, DocId, DocKind, ItemId};
 use homeroom_client::{DeliveryState, Device, DeviceEvent, DeviceObserver, RelayTarget};
 use homeroom_protocol::{DEFAULT_MAX_FRAME, Message};
 use homeroom_store::Store;
@@ -443,15 +443,19 @@ fn enroll(teacher: &Device, class: ClassId, keys: &[DeviceId]) -> Result<()> {
 
 /// How many entries the notebook holds on `d`: a key count on the document, not a view build,
 /// so that checking 30 parents after every post does not steal the CPU being measured.
-fn entry_count(d: &Device, class: ClassId) -> usize {
+/// Whether `d`'s copy of the class notebook holds `entry`: one key lookup (counting the
+/// entries instead walked the whole map, and the bench's own reads grew with the run).
+fn has_entry(d: &Device, class: ClassId, entry: ItemId) -> bool {
     use homeroom_client::core::automerge::{ROOT, ReadDoc, Value};
     d.read(DocId::new(class, DocKind::Notebook), |am, _| {
         Ok(match am.get(ROOT, "entries") {
-            Ok(Some((Value::Object(_), obj))) => am.keys(&obj).count(),
-            _ => 0,
+            Ok(Some((Value::Object(_), obj))) => {
+                matches!(am.get(&obj, entry.to_hex()), Ok(Some(_)))
+            }
+            _ => false,
         })
     })
-    .unwrap_or(0)
+    .unwrap_or(false)
 }
 
 fn stop_all(rt: &tokio::runtime::Runtime, devices: &[&Device]) {
@@ -525,11 +529,11 @@ fn w1(
             local.clear();
         }
         let t0 = Instant::now();
-        class
+        let posted = class
             .teacher
             .post_entry(class.id, &entry(&format!("Post {k}")))?;
         local.push(t0.elapsed());
-        // A parent has the post once its notebook holds k entries. Reading a notebook takes
+        // A parent has the post once its notebook holds the entry. Reading a notebook takes
         // the device's lock and walks its entries, so the reads wait until every parent not
         // yet done has reported a change: done as each event arrives they would compete with
         // the fan-out they measure. A parent's time is its latest `ClassChanged` before the
@@ -565,7 +569,7 @@ fn w1(
                 if done[j] {
                     continue;
                 }
-                if entry_count(&class.parents[j], class.id) >= k {
+                if has_entry(&class.parents[j], class.id, posted.entry) {
                     done[j] = true;
                     left -= 1;
                     last = last.max(at);
