@@ -329,17 +329,16 @@ impl Inner {
             .node
             .replica()
             .roster(&class)
-            .cloned()
             .ok_or(ClientError::UnknownClass(class))?;
-        let viewer =
-            Viewer::of_device(&roster, device).map_err(|_| ClientError::NotAMember(class))?;
+        Viewer::of_device(roster, device).map_err(|_| ClientError::NotAMember(class))?;
         let families: Vec<FamilyId> = roster.families.keys().copied().collect();
         let lane_ids: Vec<FamilyId> = families
             .iter()
             .copied()
             .filter(|f| roster.can_read(device, &DocKind::Lane(*f)))
             .collect();
-        // Load every document first, then borrow them all immutably.
+        // Load every document first, then borrow them and the roster immutably (no copy of
+        // the roster: views are built on every read an app makes).
         let notebook_id = DocId::new(class, DocKind::Notebook);
         self.node.document(&notebook_id)?;
         for f in &lane_ids {
@@ -349,6 +348,11 @@ impl Inner {
             self.node.document(&DocId::new(class, DocKind::Board(*f)))?;
         }
         let replica = self.node.replica();
+        let roster = replica
+            .roster(&class)
+            .ok_or(ClientError::UnknownClass(class))?;
+        let viewer =
+            Viewer::of_device(roster, device).map_err(|_| ClientError::NotAMember(class))?;
         let get = |d: DocId| replica.loaded_document(&d);
         let notebook = get(notebook_id).ok_or(ClientError::UnknownClass(class))?;
         let lanes = lane_ids
@@ -364,7 +368,7 @@ impl Inner {
             lanes,
             boards,
         };
-        Ok(NotebookView::build(&roster, &viewer, &docs)?)
+        Ok(NotebookView::build(roster, &viewer, &docs)?)
     }
 
     /// Write the engine's queued writes of a local edit of `doc` that made change `hash`
@@ -675,14 +679,16 @@ impl Device {
         f: impl FnOnce(&Automerge, &RosterIndex) -> Result<T, ModelError>,
     ) -> Result<T, ClientError> {
         let mut g = self.lock();
-        let roster = g
-            .node
-            .replica()
-            .roster(&doc.class)
-            .cloned()
-            .ok_or(ClientError::UnknownClass(doc.class))?;
-        let am = g.node.document(&doc)?;
-        Ok(f(am, &roster)?)
+        if g.node.replica().roster(&doc.class).is_none() {
+            return Err(ClientError::UnknownClass(doc.class));
+        }
+        // Load the document, then borrow it and the roster together (no copy of the roster).
+        g.node.document(&doc)?;
+        let replica = g.node.replica();
+        match (replica.loaded_document(&doc), replica.roster(&doc.class)) {
+            (Some(am), Some(roster)) => Ok(f(am, roster)?),
+            _ => Err(ClientError::UnknownClass(doc.class)),
+        }
     }
 
     /// Add a family to a class (staff).
