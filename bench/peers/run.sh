@@ -32,6 +32,10 @@ echo "== install: npm (bench/peers, locked versions), samod server, homeroom rel
 (cd "$HERE/samod-server" && cargo build --release --quiet >&2)
 (cd "$ROOT" && cargo build --release --quiet -p homeroom-relay --bin homeroom-relay >&2)
 (cd "$ROOT" && cargo bench --no-run --quiet -p homeroom-e2e --bench relay >&2)
+# Flush the builds' writes before measuring: otherwise the first system measured shares the
+# disk (and its fsyncs) with the kernel's writeback of freshly linked binaries.
+sync
+sleep 2
 
 W6=${PEERS_W6:-$([[ -n "$QUICK" ]] && echo 200 || echo 1000)}
 W2=${PEERS_W2:-10,50,100}
