@@ -441,10 +441,9 @@ fn enroll(teacher: &Device, class: ClassId, keys: &[DeviceId]) -> Result<()> {
     Ok(())
 }
 
-/// How many entries the notebook holds on `d`: a key count on the document, not a view build,
-/// so that checking 30 parents after every post does not steal the CPU being measured.
-/// Whether `d`'s copy of the class notebook holds `entry`: one key lookup (counting the
-/// entries instead walked the whole map, and the bench's own reads grew with the run).
+/// Whether `d`'s copy of the class notebook holds `entry`: one key lookup on the document, not
+/// a view build or a count of the entries (a walk of the whole map), so that checking 30
+/// parents after every post does not steal the CPU being measured.
 fn has_entry(d: &Device, class: ClassId, entry: ItemId) -> bool {
     use homeroom_client::core::automerge::{ROOT, ReadDoc, Value};
     d.read(DocId::new(class, DocKind::Notebook), |am, _| {

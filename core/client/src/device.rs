@@ -330,6 +330,8 @@ impl Inner {
             .replica()
             .roster(&class)
             .ok_or(ClientError::UnknownClass(class))?;
+        // A non-member is refused before any document is loaded (the viewer is made again
+        // below, where it can borrow the roster beside the documents).
         Viewer::of_device(roster, device).map_err(|_| ClientError::NotAMember(class))?;
         let families: Vec<FamilyId> = roster.families.keys().copied().collect();
         let lane_ids: Vec<FamilyId> = families
