@@ -129,6 +129,7 @@ pub(crate) fn spawn(
 ) -> std::io::Result<HubHandle> {
     let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
     let (exit_tx, exited) = oneshot::channel();
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel::<()>(1);
     let thread = thread::Builder::new()
         .name("homeroom-hub".into())
         .spawn(move || {
@@ -142,6 +143,7 @@ pub(crate) fn spawn(
                     let metrics = crate::metrics::global();
                     metrics.set_classes(hub.node.replica().classes().len());
                     metrics.set_hub_running(true);
+                    let _ = ready_tx.send(());
                     let result = rt.block_on(hub.run(inbox_rx, durable));
                     metrics.set_hub_running(false);
                     result
@@ -150,6 +152,10 @@ pub(crate) fn spawn(
             };
             let _ = exit_tx.send(result);
         })?;
+    // Return once the hub runs, so that a relay that reports "listening" also reports healthy
+    // (`/healthz`). If the hub could not start, its sender is gone and the error waits in
+    // `exited`.
+    let _ = ready.recv();
     Ok(HubHandle {
         inbox,
         exited,
