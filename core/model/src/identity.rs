@@ -182,10 +182,7 @@ impl KeyCache {
                 if let Some(key) = keys.get(&author)
                     && !self.keys.contains_key(&author)
                 {
-                    if self.keys.len() >= Self::MAX_KEYS {
-                        self.keys.clear();
-                    }
-                    self.keys.insert(author, *key);
+                    self.remember(author, *key);
                 }
                 self.verified.insert((*doc, hash, author, sig));
             }
@@ -206,11 +203,17 @@ impl KeyCache {
         let key =
             VerifyingKey::from_bytes(&device.0).map_err(|_| IdentityError::InvalidPublicKey)?;
         verify_with(&key, device, domain, message, signature)?;
+        self.remember(*device, key);
+        Ok(())
+    }
+
+    /// Keep `device`'s key, once a signature verified under it; the cache is emptied when
+    /// full, so keys made up by a peer cannot grow it without bound.
+    fn remember(&mut self, device: DeviceId, key: VerifyingKey) {
         if self.keys.len() >= Self::MAX_KEYS {
             self.keys.clear();
         }
-        self.keys.insert(*device, key);
-        Ok(())
+        self.keys.insert(device, key);
     }
 
     /// Like [`verify_parsed`], reusing decompressed keys.
