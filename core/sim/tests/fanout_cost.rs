@@ -75,6 +75,42 @@ fn bytes_per_post_do_not_grow_over_a_long_session() {
     );
 }
 
+/// A fan-out asks automerge once per distinct sync state, not once per session: the 16
+/// parents' states fall into a few groups (by how far each has acknowledged), and every
+/// parent still gets every post.
+#[test]
+fn a_fan_out_generates_once_per_distinct_state() {
+    const PARENTS: usize = 16;
+    let (mut sim, class, teacher, parents) = connected_class(13, PARENTS);
+    let relay: NodeIx = 0; // `connected_class` adds the relay first
+    let (gen0, reused0) = sim.node(relay).fan_out_counts();
+    for k in 0..32 {
+        sim.post_homework(teacher, class, k);
+        assert!(sim.run_until_quiet(60_000));
+    }
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    let (gen1, reused1) = sim.node(relay).fan_out_counts();
+    let (generated, reused) = (gen1 - gen0, reused1 - reused0);
+    // 32 posts to 16 parents: 512 fan-out messages, at most ~8 distinct states per post.
+    assert!(
+        generated >= 32 * PARENTS as u64,
+        "fan-outs missing: {generated}"
+    );
+    assert!(
+        reused * 2 >= generated,
+        "only {reused} of {generated} fan-out messages were reused"
+    );
+    let notebook = DocId::new(class, DocKind::Notebook);
+    for &p in &parents {
+        let d = sim.node(p).document(&notebook).unwrap();
+        let entries = match d.get(ROOT, "entries").unwrap() {
+            Some((Value::Object(_), id)) => id,
+            _ => panic!("no entries map"),
+        };
+        assert_eq!(d.keys(&entries).count(), 32, "a parent misses posts");
+    }
+}
+
 /// Receivers must not all answer the same post. The parents' answer counts restart whenever
 /// they send (the initial sync makes them all send at once); with one fixed count every
 /// parent then answered every eighth post together, and the relay took 30 answers at once —

@@ -47,6 +47,10 @@ mod peer;
 /// eighth W1 post arriving ~3 ms later than the others.
 const ACK_AFTER_CHANGES: usize = 8;
 
+/// Distinct sync states a fan-out remembers the generated message for ([`FanOutMemo`]): the
+/// sessions of a class fall into at most ~[`ACK_AFTER_CHANGES`] groups.
+const FAN_OUT_MEMOS: usize = 2 * ACK_AFTER_CHANGES;
+
 /// Identifies one session (one connected peer) within a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
@@ -157,6 +161,8 @@ pub struct SyncNode {
     /// The last change chunk whose hash `signatures_for` computed, and that hash: a fan-out
     /// sends the same change to every session.
     last_chunk: Option<(Vec<u8>, ChangeHash)>,
+    /// Fan-out sync messages generated / reused from an equal state ([`FanOutMemo`]).
+    fan_out_counts: (u64, u64),
 }
 
 /// Device side: an invite this device is redeeming.
@@ -197,7 +203,14 @@ impl SyncNode {
             joins: join::JoinState::default(),
             pending_joins: BTreeMap::new(),
             last_chunk: None,
+            fan_out_counts: (0, 0),
         }
+    }
+
+    /// Sync messages this node's fan-outs asked automerge for, and how many of those it took
+    /// from another session's equal sync state instead ([`FanOutMemo`]).
+    pub fn fan_out_counts(&self) -> (u64, u64) {
+        self.fan_out_counts
     }
 
     /// The replica (read-only).
@@ -1096,6 +1109,18 @@ impl SyncNode {
 
     /// Generate and queue the next sync message for `doc` to session `sid`, if any.
     fn generate(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
+        self.generate_with(sid, doc, None)
+    }
+
+    /// [`Self::generate`], reusing what an earlier session of the same fan-out got when its
+    /// sync state was the same as this one's (`memo`, up to [`FAN_OUT_MEMOS`] distinct states;
+    /// see [`FanOutMemo`]).
+    fn generate_with(
+        &mut self,
+        sid: SessionId,
+        doc: &DocId,
+        mut memo: Option<&mut Vec<FanOutMemo>>,
+    ) -> Result<(), SyncError> {
         // A guest or removed device reads only the roster of such a class: for its other
         // documents it gets sync messages without changes (heads and bloom filter only), so
         // that it can upload (and the relay refuse and audit) but never read.
@@ -1133,9 +1158,40 @@ impl SyncNode {
         let Some(pd) = s.docs.get_mut(doc) else {
             return Ok(());
         };
+        // The same state as an earlier session of this fan-out: the same message and next state.
+        if let Some(memos) = memo.as_deref_mut()
+            && let Some(at) = memos.iter().position(|m| m.before == pd.state)
+        {
+            let m = &memos[at];
+            pd.state.clone_from(&m.after);
+            self.fan_out_counts.0 += 1;
+            self.fan_out_counts.1 += 1;
+            let Some(message) = &m.message else {
+                return Ok(());
+            };
+            pd.next_answer();
+            if !upload_only && let Some((payload, signatures)) = &m.encoded {
+                self.transmits.push_back((
+                    sid,
+                    Message::Sync {
+                        doc: *doc,
+                        payload: payload.clone(),
+                        signatures: signatures.clone(),
+                    },
+                ));
+                return Ok(());
+            }
+            let message = message.clone();
+            return self.queue_sync(sid, doc, message, upload_only, memo.map(|v| &mut v[at]));
+        }
+        if memo.is_some() {
+            self.fan_out_counts.0 += 1;
+        }
+        let memo = memo.filter(|v| v.len() < FAN_OUT_MEMOS);
+        let before = memo.is_some().then(|| pd.state.clone());
         let missing = self.replica.held_missing_deps(doc);
         let am = self.replica.document_mut(doc)?;
-        let mut message = match am.generate_sync_message(&mut pd.state) {
+        let message = match am.generate_sync_message(&mut pd.state) {
             Some(mut m) => {
                 for h in &missing {
                     if !m.need.contains(h) {
@@ -1144,29 +1200,62 @@ impl SyncNode {
                 }
                 // The wire format requires sorted hash lists.
                 m.need.sort();
-                m
+                Some(m)
             }
             // Nothing automerge wants to say, but held changes lack dependencies: ask for them.
-            None if !missing.is_empty() => sync::Message {
+            None if !missing.is_empty() => Some(sync::Message {
                 heads: am.get_heads(),
                 need: missing,
                 have: Vec::new(),
                 changes: ChunkList::empty(),
                 flags: None,
                 version: MessageVersion::V1,
-            },
-            None => return Ok(()),
+            }),
+            None => None,
+        };
+        let memo = match (memo, before) {
+            (Some(memos), Some(before)) => {
+                memos.push(FanOutMemo {
+                    before,
+                    after: pd.state.clone(),
+                    message: message.clone(),
+                    encoded: None,
+                });
+                memos.last_mut()
+            }
+            _ => None,
+        };
+        let Some(message) = message else {
+            return Ok(());
         };
         pd.next_answer();
+        self.queue_sync(sid, doc, message, upload_only, memo)
+    }
+
+    /// Queue `message` for `doc` to session `sid` with the signatures of the changes it
+    /// carries (none for an upload-only session: see [`Self::generate_with`]); a fan-out's
+    /// `memo` keeps the encoding for the sessions after this one.
+    fn queue_sync(
+        &mut self,
+        sid: SessionId,
+        doc: &DocId,
+        mut message: sync::Message,
+        upload_only: bool,
+        memo: Option<&mut FanOutMemo>,
+    ) -> Result<(), SyncError> {
         if upload_only {
             message.changes = ChunkList::empty();
         }
         let signatures = self.signatures_for(doc, &message);
+        let payload = message.encode();
+        if !upload_only && let Some(m) = memo {
+            m.encoded = Some((payload.clone(), signatures.clone()));
+        }
         self.transmits.push_back((
             sid,
             Message::Sync {
                 doc: *doc,
-                payload: message.encode(),
+                payload,
                 signatures,
             },
         ));
@@ -1217,6 +1306,7 @@ impl SyncNode {
             .get(&doc.class)
             .map(|s| s.iter().copied().filter(|x| Some(*x) != except).collect())
             .unwrap_or_default();
+        let mut memo = Vec::new();
         for sid in targets {
             let readable = match self.sessions.get(&sid) {
                 Some(s) if s.side == Side::Relay => self
@@ -1227,7 +1317,7 @@ impl SyncNode {
                 None => false,
             };
             if readable {
-                self.generate(sid, doc)?;
+                self.generate_with(sid, doc, Some(&mut memo))?;
             }
         }
         Ok(())
@@ -1547,6 +1637,72 @@ fn extract_changes(
         out.push(IncomingChange { change, signature });
     }
     Ok(out)
+}
+
+/// One sync message generated during a fan-out, kept for the fan-out's other sessions.
+///
+/// A post to a class is fanned out to every session that follows the class, and their sync
+/// states fall into a few groups (they differ only by how many changes each device has
+/// acknowledged; `PeerDoc::next_answer` spreads the acknowledgements). automerge's
+/// `generate_sync_message` is a function of the document and the state, and a fan-out does not
+/// change the document, so a session whose state equals `before` gets `message` and moves to
+/// `after` without automerge building the same changes again; `encoded` keeps the frame
+/// payload and signatures for sessions that may read the document.
+struct FanOutMemo {
+    before: sync::State,
+    after: sync::State,
+    message: Option<sync::Message>,
+    encoded: Option<(Vec<u8>, Vec<SignatureEntry>)>,
+}
+
+#[cfg(test)]
+mod fan_out_memo_tests {
+    use homeroom_core::automerge::sync::{self, SyncDoc};
+    use homeroom_core::automerge::transaction::Transactable;
+    use homeroom_core::automerge::{Automerge, ROOT};
+
+    /// `FanOutMemo` rests on automerge's `generate_sync_message` being a function of the
+    /// document and the sync state: two equal states must give equal messages and equal next
+    /// states, in every phase of a session (first contact, steady state, after changes).
+    #[test]
+    fn equal_sync_states_give_equal_messages() {
+        let mut relay = Automerge::new();
+        let mut peers: Vec<Automerge> = (0..3).map(|_| Automerge::new()).collect();
+        let mut relay_states: Vec<sync::State> = vec![sync::State::new(); peers.len()];
+        let mut peer_states: Vec<sync::State> = vec![sync::State::new(); peers.len()];
+        let mut checked = 0;
+        for round in 0..12i64 {
+            if round % 3 == 0 {
+                let mut tx = relay.transaction();
+                tx.put(ROOT, format!("entry{round}"), round).unwrap();
+                tx.commit();
+            }
+            for (i, peer) in peers.iter_mut().enumerate() {
+                // The peers answer at different rounds, so their states drift apart.
+                if (round + i as i64) % 2 == 0
+                    && let Some(m) = peer.generate_sync_message(&mut peer_states[i])
+                {
+                    relay.receive_sync_message(&mut relay_states[i], m).unwrap();
+                }
+                let mut twin = relay_states[i].clone();
+                let a = relay.generate_sync_message(&mut relay_states[i]);
+                let b = relay.generate_sync_message(&mut twin);
+                assert_eq!(a, b, "round {round}, peer {i}: messages differ");
+                assert_eq!(
+                    relay_states[i], twin,
+                    "round {round}, peer {i}: states differ"
+                );
+                checked += usize::from(a.is_some());
+                if let Some(m) = a {
+                    peer.receive_sync_message(&mut peer_states[i], m).unwrap();
+                }
+            }
+        }
+        assert!(checked > 10, "too few messages compared: {checked}");
+        for peer in &mut peers {
+            assert_eq!(peer.get_heads(), relay.get_heads());
+        }
+    }
 }
 
 #[cfg(test)]
