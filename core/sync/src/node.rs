@@ -1306,6 +1306,8 @@ impl SyncNode {
             .get(&doc.class)
             .map(|s| s.iter().copied().filter(|x| Some(*x) != except).collect())
             .unwrap_or_default();
+        // With a single target there is nothing to reuse: skip the memo's copies.
+        let reuse = targets.len() > 1;
         let mut memo = Vec::new();
         for sid in targets {
             let readable = match self.sessions.get(&sid) {
@@ -1317,7 +1319,7 @@ impl SyncNode {
                 None => false,
             };
             if readable {
-                self.generate_with(sid, doc, Some(&mut memo))?;
+                self.generate_with(sid, doc, reuse.then_some(&mut memo))?;
             }
         }
         Ok(())
