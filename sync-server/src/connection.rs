@@ -16,15 +16,17 @@
 //! codes it uses are listed in [`close_code`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use homeroom_protocol::{ErrorCode, FrameError, Message};
 use homeroom_transport::{FramedRecv, FramedSend, TransportError, exporter};
 use quinn::VarInt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::hub::{ConnId, HubInput};
+use crate::metrics::ConnectionGuard;
 
 /// QUIC application error codes the relay closes connections with.
 pub mod close_code {
@@ -84,6 +86,54 @@ pub(crate) struct ConnectionSettings {
     pub(crate) handshake_timeout: Duration,
 }
 
+/// The relay's one budget of open connections (`max_connections`), shared by the QUIC and the
+/// TLS-over-TCP accept loops: a connection over either transport takes a slot, and a
+/// connection that finds none is refused, so at most `max_connections` are served in all.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionBudget {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionBudget {
+    /// A budget of `max` connections.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            max,
+        }
+    }
+
+    /// The configured limit (for log lines).
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for one more connection, or `None` when `max_connections` are open; a refusal
+    /// is counted in the metrics.
+    pub(crate) fn try_take(&self) -> Option<ConnectionSlot> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(ConnectionSlot {
+                _permit: permit,
+                _open: ConnectionGuard::new(),
+            }),
+            Err(_) => {
+                crate::metrics::global().connection_refused();
+                None
+            }
+        }
+    }
+}
+
+/// One open connection (QUIC or TCP): holds its slot of the [`ConnectionBudget`] and counts in
+/// `homeroom_connections_open` while it lives; both are released when the connection's task
+/// ends or is aborted.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    _open: ConnectionGuard,
+}
+
 /// How a connection's loop ended.
 enum End {
     /// The hub closed the session; the code to close with.
@@ -112,9 +162,10 @@ pub(crate) async fn run(
     id: ConnId,
     hub: mpsc::Sender<HubInput>,
     settings: ConnectionSettings,
+    slot: ConnectionSlot,
 ) {
     let span = tracing::info_span!("conn", id = id.0, peer = %addr);
-    let _open = crate::metrics::ConnectionGuard::new();
+    let _slot = slot;
     serve(connecting, id, addr, hub, settings)
         .instrument(span)
         .await;

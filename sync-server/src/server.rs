@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::RelaySettings;
-use crate::connection::{self, ConnectionSettings, close_code};
+use crate::connection::{self, ConnectionBudget, ConnectionSettings, close_code};
 use crate::files::KEY_FILE;
 use crate::hub::{self, ConnId, HubError, HubInput};
 use crate::store::RelayStore;
@@ -175,6 +175,8 @@ impl Server {
             outbound_queue: settings.outbound_queue,
             handshake_timeout: settings.handshake_timeout,
         };
+        // One budget for QUIC and TCP together: `max_connections` is the relay's limit.
+        let budget = ConnectionBudget::new(settings.max_connections);
         let tcp = if settings.tcp_fallback {
             // The same port number as QUIC, over TCP; any free port if that one is taken
             // (possible only when `listen` asked for port 0). `tcp_addr` says which.
@@ -199,7 +201,7 @@ impl Server {
                 tcp_server_config(cert)?,
                 hub.inbox.clone(),
                 conn_settings.clone(),
-                settings.max_connections,
+                budget.clone(),
                 stop_rx.clone(),
             ));
             Some((tcp_addr, task))
@@ -210,7 +212,7 @@ impl Server {
             endpoint.clone(),
             hub.inbox.clone(),
             conn_settings,
-            settings.max_connections,
+            budget,
             stop_rx,
         ));
         Ok(Server {
@@ -347,7 +349,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     hub: mpsc::Sender<HubInput>,
     settings: ConnectionSettings,
-    max_connections: usize,
+    budget: ConnectionBudget,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
@@ -365,16 +367,15 @@ async fn accept_loop(
             }
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                if tasks.len() >= max_connections {
+                let Some(slot) = budget.try_take() else {
                     tracing::warn!(
                         peer = %incoming.remote_address(),
-                        max_connections,
+                        max_connections = budget.max(),
                         "refusing connection: max_connections reached"
                     );
-                    crate::metrics::global().connection_refused();
                     incoming.refuse();
                     continue;
-                }
+                };
                 let addr = incoming.remote_address();
                 let connecting = match incoming.accept() {
                     Ok(c) => c,
@@ -390,6 +391,7 @@ async fn accept_loop(
                     ConnId(next_id),
                     hub.clone(),
                     settings.clone(),
+                    slot,
                 ));
             }
         }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::connection::{ConnectionSettings, Kill, Outbound};
+use crate::connection::{ConnectionBudget, ConnectionSettings, ConnectionSlot, Kill, Outbound};
 use crate::hub::{ConnId, HubInput};
 
 /// TCP connection ids live in the upper half of the id space, QUIC ones in the lower half.
@@ -29,7 +29,7 @@ pub(crate) async fn accept_loop(
     tls: Arc<rustls::ServerConfig>,
     hub: mpsc::Sender<HubInput>,
     settings: ConnectionSettings,
-    max_connections: usize,
+    budget: ConnectionBudget,
     mut stop: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
@@ -55,16 +55,22 @@ pub(crate) async fn accept_loop(
                         continue;
                     }
                 };
-                if tasks.len() >= max_connections {
-                    tracing::warn!(peer = %addr, max_connections, "refusing TCP connection: max_connections reached");
+                // The same budget as QUIC connections: `max_connections` in all.
+                let Some(slot) = budget.try_take() else {
+                    tracing::warn!(
+                        peer = %addr,
+                        max_connections = budget.max(),
+                        "refusing TCP connection: max_connections reached"
+                    );
                     drop(tcp);
                     continue;
-                }
+                };
                 next_id += 1;
                 let id = ConnId(next_id);
                 let span = tracing::info_span!("tcp", id = id.0 - TCP_CONN_ID_BASE, peer = %addr);
                 tasks.spawn(
-                    serve(tcp, addr, id, tls.clone(), hub.clone(), settings.clone()).instrument(span),
+                    serve(tcp, addr, id, tls.clone(), hub.clone(), settings.clone(), slot)
+                        .instrument(span),
                 );
             }
         }
@@ -79,7 +85,10 @@ async fn serve(
     tls: Arc<rustls::ServerConfig>,
     hub: mpsc::Sender<HubInput>,
     settings: ConnectionSettings,
+    slot: ConnectionSlot,
 ) {
+    // Held until the session ends: the connection's slot and its count in the metrics.
+    let _slot = slot;
     let stream = match tokio::time::timeout(settings.handshake_timeout, accept_tcp(tls, tcp)).await
     {
         Ok(Ok(s)) => s,

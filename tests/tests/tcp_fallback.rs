@@ -219,3 +219,148 @@ fn tcp_listener_enforces_frame_limit_and_handshake_proof() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// A QUIC connection to the relay that completes the handshake and then says nothing.
+async fn quic_connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Result<quinn::Connection> {
+    use homeroom_transport::{TransportLimits, client_config};
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    endpoint.set_default_client_config(client_config(fingerprint, &TransportLimits::default())?);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(addr, "homeroom-relay")?,
+    )
+    .await
+    .context("QUIC handshake timed out")??;
+    Ok(conn)
+}
+
+/// Whether the relay turns away a TLS-over-TCP connection: the TLS handshake fails, or the
+/// stream ends at once (an accepted one stays open, silent, waiting for `Hello`).
+async fn tcp_refused(addr: SocketAddr, fingerprint: [u8; 32]) -> bool {
+    use tokio::io::AsyncReadExt;
+    match homeroom_transport::connect_tcp(addr, fingerprint, Duration::from_secs(10)).await {
+        Err(_) => true,
+        Ok(mut s) => {
+            let mut byte = [0u8; 1];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(3), s.read(&mut byte)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        }
+    }
+}
+
+/// `GET /metrics` from the relay's operations listener on `port`: the body.
+fn metrics(port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Poll `/metrics` until `homeroom_connections_open` is `n`.
+async fn wait_open(port: u16, n: f64) -> Result<String> {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let text = metrics(port)?;
+        if sample(&text, "homeroom_connections_open") == Some(n) {
+            return Ok(text);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "homeroom_connections_open is not {n}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `max_connections` is one budget for QUIC and TCP together (docs/relay.md, "TCP fallback"):
+/// with N open over either transport the next is refused over both, a slot freed on one
+/// transport serves the other, and TCP sessions count in `homeroom_connections_open`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_is_one_budget_for_quic_and_tcp() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.path().join("relay.toml");
+    // A long handshake timeout: the silent connections below hold their slots.
+    std::fs::write(
+        &config,
+        format!(
+            "max_connections = 2\nhandshake_timeout_secs = 120\n\
+             [http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )?;
+    let relay = RelayProcess::start_with_args(
+        &dir.path().join("relay"),
+        "127.0.0.1:0",
+        &["--config", config.to_str().context("path")?],
+    )?;
+    let tcp = tcp_addr_of(&relay)?;
+    let fp = relay.fingerprint;
+    homeroom_transport::install_crypto_provider();
+
+    // A TCP session counts as an open connection.
+    let tcp_held = homeroom_transport::connect_tcp(tcp, fp, Duration::from_secs(10)).await?;
+    wait_open(port, 1.0).await?;
+    let quic_held = quic_connect(relay.addr, fp).await?;
+    wait_open(port, 2.0).await?;
+
+    // Budget spent (one QUIC, one TCP): the third is refused over QUIC and over TCP.
+    assert!(
+        quic_connect(relay.addr, fp).await.is_err(),
+        "a third connection over QUIC was served"
+    );
+    assert!(
+        tcp_refused(tcp, fp).await,
+        "a third connection over TCP was served"
+    );
+    let text = wait_open(port, 2.0).await?;
+    assert_eq!(
+        sample(&text, "homeroom_connections_refused_total"),
+        Some(2.0),
+        "{text}"
+    );
+
+    // The TCP session ends: its slot serves a QUIC connection, and the budget is full again.
+    drop(tcp_held);
+    wait_open(port, 1.0).await?;
+    let quic_second = quic_connect(relay.addr, fp).await?;
+    wait_open(port, 2.0).await?;
+    assert!(
+        tcp_refused(tcp, fp).await,
+        "a third connection over TCP was served"
+    );
+
+    // Both QUIC connections close: two TCP sessions are served, and a third is refused.
+    quic_held.close(0u32.into(), b"done");
+    quic_second.close(0u32.into(), b"done");
+    wait_open(port, 0.0).await?;
+    let _tcp_a = homeroom_transport::connect_tcp(tcp, fp, Duration::from_secs(10)).await?;
+    let _tcp_b = homeroom_transport::connect_tcp(tcp, fp, Duration::from_secs(10)).await?;
+    wait_open(port, 2.0).await?;
+    assert!(
+        quic_connect(relay.addr, fp).await.is_err(),
+        "a third connection over QUIC was served"
+    );
+    let log = relay.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("refusing TCP connection: max_connections reached")
+            && log.contains("refusing connection: max_connections reached"),
+        "refusals logged"
+    );
+    Ok(())
+}
