@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build HomeroomFFI.xcframework and the Swift sources for the package in this folder.
+# Build homeroom_mobileFFI.xcframework and the Swift sources for the package in this folder.
 # Needs macOS with Xcode (xcodebuild, lipo) and rustup: NOT runnable on the Linux CI here.
 #   mobile-bindings/swift/build-xcframework.sh            # release
 set -euo pipefail
@@ -39,11 +39,11 @@ lipo -create target/aarch64-apple-ios-sim/release/libhomeroom_mobile.a \
 lipo -create target/aarch64-apple-darwin/release/libhomeroom_mobile.a \
              target/x86_64-apple-darwin/release/libhomeroom_mobile.a \
      -output "$FAT/macos/libhomeroom_mobile.a"
-rm -rf "$HERE/HomeroomFFI.xcframework"
+rm -rf "$HERE/homeroom_mobileFFI.xcframework"
 xcodebuild -create-xcframework \
     -library target/aarch64-apple-ios/release/libhomeroom_mobile.a -headers "$HDRS" \
     -library "$FAT/ios-sim/libhomeroom_mobile.a" -headers "$HDRS" \
     -library "$FAT/macos/libhomeroom_mobile.a" -headers "$HDRS" \
-    -output "$HERE/HomeroomFFI.xcframework"
-echo "built $HERE/HomeroomFFI.xcframework and Sources/Homeroom/homeroom_mobile.swift"
+    -output "$HERE/homeroom_mobileFFI.xcframework"
+echo "built $HERE/homeroom_mobileFFI.xcframework and Sources/Homeroom/homeroom_mobile.swift"
 echo "next: swift build && swift test (in $HERE), or add the package to an Xcode project"
