@@ -20,6 +20,12 @@ export HOMEROOM_RELAY_BIN="$ROOT/target/debug/homeroom-relay"
 
 want=("$@")
 [ ${#want[@]} -eq 0 ] && want=(python kotlin swift)
+for x in "${want[@]}"; do
+    case "$x" in
+        python | kotlin | swift) ;;
+        *) echo "usage: $0 [python|kotlin|swift]...  (unknown: '$x')" >&2; exit 2 ;;
+    esac
+done
 wants() { local x; for x in "${want[@]}"; do [ "$x" = "$1" ] && return 0; done; return 1; }
 step() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)

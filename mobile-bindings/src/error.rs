@@ -48,7 +48,8 @@ pub enum ApiError {
         /// What failed.
         detail: String,
     },
-    /// The network failed (only from sync set-up; sync itself retries on its own).
+    /// The network failed (only from sync set-up, e.g. a port or mDNS that cannot start;
+    /// sync itself retries on its own).
     #[error("network: {detail}")]
     Network {
         /// What failed.
@@ -106,7 +107,7 @@ impl From<ClientError> for ApiError {
             ClientError::Store(_) | ClientError::Io { .. } => ApiError::Storage {
                 detail: e.to_string(),
             },
-            ClientError::Transport(_) => ApiError::Network {
+            ClientError::Transport(_) | ClientError::Lan(_) => ApiError::Network {
                 detail: e.to_string(),
             },
             ClientError::SyncState(reason) => ApiError::InvalidState {

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use homeroom_client::{Device, InviteRole, RelayTarget};
+use homeroom_client::{Device, InviteRole, LanOptions, RelayTarget, StaticDiscovery};
 use homeroom_core::{ClassId, FamilyId, MemberId};
 
 use crate::classroom::Classroom;
 use crate::error::ApiError;
 use crate::ids::{parse, parse_opt};
 use crate::observer::{self, Dispatch, Forwarder, Observer, ObserverSlot};
-use crate::types::{ClassInfo, Role, SyncStatus};
+use crate::types::{ClassInfo, LanAdvert, Role, SyncStatus};
 
 /// How long an invite stays valid.
 const INVITE_VALID_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -30,6 +30,9 @@ pub struct Homeroom {
     handle: tokio::runtime::Handle,
     observer: ObserverSlot,
     dispatch: Mutex<mpsc::Sender<Dispatch>>,
+    /// The peer list of LAN sync started with [`Homeroom::start_lan_sync_manual`] (peers are
+    /// added by [`Homeroom::add_lan_peer`]); `None` when LAN sync is stopped or uses mDNS.
+    lan_manual: Mutex<Option<Arc<StaticDiscovery>>>,
 }
 
 impl std::fmt::Debug for Homeroom {
@@ -75,6 +78,7 @@ impl Homeroom {
             handle,
             observer: slot,
             dispatch: Mutex::new(tx),
+            lan_manual: Mutex::new(None),
         }))
     }
 
@@ -206,14 +210,73 @@ impl Homeroom {
     /// and the connection winds down in the background.
     pub fn stop_sync(&self) {
         let device = self.device.clone();
-        let mut stop = Box::pin(async move { device.stop_sync().await });
-        // The first poll takes the sync handle and signals the task, without waiting; the
-        // rest (waiting for the task, closing the endpoint) runs on the runtime.
-        let _guard = self.handle.enter();
-        let mut cx = Context::from_waker(Waker::noop());
-        if stop.as_mut().poll(&mut cx).is_pending() {
-            self.handle.spawn(stop);
+        let stop = Box::pin(async move { device.stop_sync().await });
+        self.poll_once_then_spawn(stop);
+    }
+
+    /// Start syncing directly with devices on the same network (a school Wi-Fi or a phone
+    /// hotspot; no relay, no internet), found by mDNS. Returns at once with what this device
+    /// announces; sessions run in the background and the connected devices are listed in
+    /// `sync_status().lan_peers`. Only what both devices may read travels, and every change is
+    /// checked here against this device's rosters. Nothing becomes `Delivered` over the LAN:
+    /// only the relay's acknowledgement does that. Runs alongside relay sync.
+    /// `InvalidState` if LAN sync is already running; `Network` if the UDP port or mDNS cannot
+    /// start.
+    pub fn start_lan_sync(&self) -> Result<LanAdvert, ApiError> {
+        self.start_lan(LanOptions::default(), None)
+    }
+
+    /// Like `start_lan_sync`, without multicast (for networks that filter mDNS, and for
+    /// tests): listen on `bind_address` ("ip:port"; port 0 picks a free one) and connect only
+    /// to the peers reported with `add_lan_peer`. Give the returned port to the other device.
+    pub fn start_lan_sync_manual(&self, bind_address: String) -> Result<LanAdvert, ApiError> {
+        let bind: SocketAddr = bind_address.trim().parse().map_err(|_| {
+            ApiError::invalid(
+                "bind_address",
+                format!("{bind_address:?} is not an ip:port address"),
+            )
+        })?;
+        let discovery = Arc::new(StaticDiscovery::new(Vec::new()));
+        let mut options = LanOptions::with_discovery(discovery.clone());
+        options.bind = bind;
+        self.start_lan(options, Some(discovery))
+    }
+
+    /// Report a peer to LAN sync started with `start_lan_sync_manual`: the other device's
+    /// advertised `instance` and its `address` ("ip:port", the port from its advert).
+    /// `InvalidState` unless LAN sync runs in manual mode.
+    pub fn add_lan_peer(&self, instance: String, address: String) -> Result<(), ApiError> {
+        let instance = instance.trim();
+        if instance.is_empty() {
+            return Err(ApiError::invalid("instance", "must not be empty"));
         }
+        let addr: SocketAddr = address.trim().parse().map_err(|_| {
+            ApiError::invalid("address", format!("{address:?} is not an ip:port address"))
+        })?;
+        let manual = self
+            .lan_manual
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match manual {
+            Some(discovery) if self.device.lan_advert().is_some() => {
+                discovery.add(instance, addr);
+                Ok(())
+            }
+            _ => Err(ApiError::InvalidState {
+                reason: "LAN sync is not running in manual mode (start_lan_sync_manual)".into(),
+            }),
+        }
+    }
+
+    /// Stop LAN sync: withdraw the announcement and close every LAN session. Returns at once
+    /// (LAN sync is marked stopped here, so it may be started again right away); sessions
+    /// wind down in the background.
+    pub fn stop_lan_sync(&self) {
+        *self.lan_manual.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let device = self.device.clone();
+        let stop = Box::pin(async move { device.stop_lan_sync().await });
+        self.poll_once_then_spawn(stop);
     }
 
     /// Connection, pending count and last delivery.
@@ -250,6 +313,29 @@ impl Drop for Homeroom {
 }
 
 impl Homeroom {
+    /// Run a stop future's first poll here — it takes the task handle and signals the task,
+    /// without waiting — and the rest (waiting for the task, closing the endpoint) on the
+    /// runtime.
+    fn poll_once_then_spawn(&self, mut stop: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let _guard = self.handle.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        if stop.as_mut().poll(&mut cx).is_pending() {
+            self.handle.spawn(stop);
+        }
+    }
+
+    /// Start LAN sync with `options`; `manual` is the peer list to keep for `add_lan_peer`.
+    fn start_lan(
+        &self,
+        options: LanOptions,
+        manual: Option<Arc<StaticDiscovery>>,
+    ) -> Result<LanAdvert, ApiError> {
+        let mut slot = self.lan_manual.lock().unwrap_or_else(|p| p.into_inner());
+        let advert = self.device.start_lan_sync(&self.handle, options)?;
+        *slot = manual;
+        Ok(advert.into())
+    }
+
     /// Sync with `target` over QUIC, falling back to TLS over TCP on the same port when QUIC
     /// does not connect within a few seconds (networks that block UDP), and back to QUIC
     /// when it can (docs/relay.md#tcp-fallback).

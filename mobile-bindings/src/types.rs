@@ -162,6 +162,25 @@ impl From<ClientStatus> for SyncStatus {
     }
 }
 
+/// What this device announces on the LAN while LAN sync runs: another device that cannot
+/// use mDNS reaches it at this device's address and `port` (see `Homeroom.add_lan_peer`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct LanAdvert {
+    /// A random token naming this run of LAN sync (fresh at every start).
+    pub instance: String,
+    /// The UDP port this device's LAN endpoint listens on.
+    pub port: u16,
+}
+
+impl From<homeroom_client::LanAdvert> for LanAdvert {
+    fn from(a: homeroom_client::LanAdvert) -> Self {
+        LanAdvert {
+            instance: a.instance,
+            port: a.port,
+        }
+    }
+}
+
 /// What kind of notebook entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum EntryKind {

@@ -108,6 +108,7 @@ fun notebookScenario(tmp: File, relay: Relay) {
     // Offline post: saved on this device only.
     val posted = cls.postEntry(entry("Maths", "Page 12, exercises 1-4"))
     check(cls.entry(posted.entryId).delivery == DeliveryState.SAVED_LOCALLY, "offline post is SavedLocally")
+    check(cls.entry(posted.entryId).author == teacher.deviceId(), "the entry's author is the teacher's device")
     check(teacher.syncStatus().pending > 0uL && !teacher.syncStatus().connected, "pending while offline")
 
     val observer = Recorder()
@@ -132,6 +133,7 @@ fun notebookScenario(tmp: File, relay: Relay) {
         check(p.classes().first().familyId == families[i], "parent $i is in its family")
         val pc = p.classroom(classId)
         waitFor("parent $i receives the entry") { pc.entries().size == 1 }
+        check(pc.entries()[0].author == teacher.deviceId(), "parent $i sees the teacher's device as author")
         val sig = pc.sign(posted.entryId)
         val rep = pc.reply(posted.entryId, "Done, family $i", true)
         Triple(pc, sig, rep)
@@ -203,6 +205,44 @@ fun bookingScenario(tmp: File, relay: Relay) {
     println("kotlin: booking scenario OK")
 }
 
+fun lanScenario(tmp: File) {
+    // No relay: a teacher's phone and a parent's phone sync directly (manual discovery).
+    val teacher = Homeroom.open(File(tmp, "t3").path)
+    val parent = Homeroom.open(File(tmp, "p3").path)
+    val classId = teacher.createClass("Class 6F", "Ms Ito")
+    val cls = teacher.classroom(classId)
+    val fam = cls.addFamily("Family F")
+    val member = cls.addMember("Parent F", Role.GUARDIAN, fam, null)
+    cls.enrollDevice(member, parent.deviceId())
+    val posted = cls.postEntry(entry("Science", "Bring a leaf"))
+
+    expectThrows<ApiException.InvalidState>("add_lan_peer before start") { parent.addLanPeer("x", "127.0.0.1:1") }
+    val bad = expectThrows<ApiException.InvalidInput>("bad bind address") { parent.startLanSyncManual("nowhere") }
+    check(bad.field == "bind_address", "InvalidInput names `bind_address` (got ${bad.field})")
+
+    val tAd = teacher.startLanSyncManual("127.0.0.1:0")
+    val pAd = parent.startLanSyncManual("127.0.0.1:0")
+    check(tAd.port.toInt() != 0 && pAd.port.toInt() != 0, "LAN endpoints have ports")
+    teacher.addLanPeer(pAd.instance, "127.0.0.1:${pAd.port}")
+    parent.addLanPeer(tAd.instance, "127.0.0.1:${tAd.port}")
+
+    waitFor("parent receives the class over the LAN") { parent.classes().map { it.id } == listOf(classId) }
+    val pc = parent.classroom(classId)
+    waitFor("parent receives the entry over the LAN") { pc.entries().map { it.id } == listOf(posted.entryId) }
+    check(pc.entry(posted.entryId).author == teacher.deviceId(), "LAN entry's author is the teacher's device")
+    waitFor("each lists the other as a LAN peer") {
+        teacher.syncStatus().lanPeers.contains(parent.deviceId()) && parent.syncStatus().lanPeers.contains(teacher.deviceId())
+    }
+    val sig = pc.sign(posted.entryId)
+    waitFor("teacher sees the signature over the LAN") { cls.entry(posted.entryId).signatures.map { it.id } == listOf(sig) }
+    check(pc.deliveryState(sig) == DeliveryState.SAVED_LOCALLY, "a LAN peer does not make it Delivered")
+
+    teacher.stopLanSync()
+    parent.stopLanSync()
+    waitFor("LAN peers gone") { teacher.syncStatus().lanPeers.isEmpty() && parent.syncStatus().lanPeers.isEmpty() }
+    println("kotlin: LAN scenario OK")
+}
+
 fun main() {
     val tmp = Files.createTempDirectory("homeroom-kotlin").toFile()
     var failed = false
@@ -211,6 +251,7 @@ fun main() {
             notebookScenario(tmp, relay)
             bookingScenario(tmp, relay)
         }
+        lanScenario(tmp)
     } catch (e: Throwable) {
         System.err.println("kotlin: FAILED: $e")
         e.printStackTrace()
