@@ -223,3 +223,127 @@ fn a_device_that_joins_before_the_invite_reaches_the_relay_retries() {
             .any(|e| matches!(e, NodeEvent::Joined { .. }))
     );
 }
+
+/// docs/invites.md §3, "Known gap": a removal made offline reaches the relay after a change
+/// the removed author dated after it. The relay keeps that change (it applied it before it
+/// knew); devices that already know of the removal refuse it (`NotAWriter`, audited), and a
+/// later change that depends on it is refused there too (`DependsOnRejected`). Sync still
+/// settles.
+#[test]
+fn a_late_change_the_relay_kept_before_an_offline_removal_is_refused_by_devices() {
+    let mut sim = Sim::new(41, NetConfig::default());
+    let relay = sim.add_relay();
+    let (class, teacher) = class_with_invite(&mut sim, relay);
+    let parent = sim.add_device();
+    sim.node(parent).add_join(class, SECRET, "Mr Wang");
+    sim.connect(parent, relay);
+    assert!(sim.run_until_quiet(60_000));
+    let dev = sim.device_id(parent).unwrap();
+    // The teacher's tablet (same member), which stays online.
+    let tablet = sim.add_device();
+    let tablet_id = sim.device_id(tablet).unwrap();
+    let roster_doc = DocId::new(class, DocKind::Roster);
+    let now = sim.now();
+    sim.node(teacher)
+        .edit(&roster_doc, now, |tx, _, _| {
+            roster::add_device(tx, tablet_id, MemberId([1; 8]), now)
+        })
+        .unwrap();
+    sim.settle(teacher);
+    assert!(sim.run_until_quiet(60_000));
+    sim.connect(tablet, relay);
+    assert!(sim.run_until_quiet(60_000));
+
+    // The teacher's phone goes offline and revokes the parent's phone there.
+    sim.disconnect(teacher);
+    assert!(sim.run_until_quiet(60_000));
+    let removed_at = sim.now();
+    sim.node(teacher)
+        .edit(&roster_doc, removed_at, |tx, _, _| {
+            roster::revoke_device(tx, dev, removed_at)
+        })
+        .unwrap();
+    sim.settle(teacher);
+    sim.run_for(1_000);
+
+    // The parent's phone, still online, writes after that; the relay (not knowing) keeps it
+    // and the tablet builds on it.
+    let lane = DocId::new(class, DocKind::Lane(FAMILY));
+    let put = |sim: &mut Sim, ix: NodeIx, key: &'static str| {
+        let now = sim.now();
+        let (_, hash) = sim
+            .node(ix)
+            .edit(&lane, now, move |tx, _, _| {
+                use homeroom_core::automerge::ROOT;
+                use homeroom_core::automerge::transaction::Transactable;
+                tx.put(ROOT, key, now)?;
+                Ok(())
+            })
+            .unwrap();
+        sim.settle(ix);
+        hash.unwrap()
+    };
+    let late = put(&mut sim, parent, "late");
+    assert!(sim.run_until_quiet(60_000));
+    let built_on = put(&mut sim, tablet, "answer");
+    assert!(sim.run_until_quiet(60_000));
+    assert!(sim.durable_has(relay, &lane, &late));
+    assert!(sim.durable_has(relay, &lane, &built_on));
+    assert!(sim.durable_has(tablet, &lane, &late));
+
+    // The teacher's phone comes back: its removal reaches the relay, which closes the parent's
+    // session; the relay keeps what it had, the teacher's phone refuses it.
+    sim.connect(teacher, relay);
+    assert!(
+        sim.run_until_quiet(60_000),
+        "sync settles (no endless heads-only exchange)"
+    );
+    assert!(!sim.is_connected(parent), "the revoked session is closed");
+    assert!(sim.durable_has(relay, &lane, &late), "the relay keeps it");
+    assert!(!sim.durable_has(teacher, &lane, &late));
+    assert!(!sim.durable_has(teacher, &lane, &built_on));
+    let refused = |sim: &Sim, reason: RejectReason, hash| {
+        sim.events(teacher).iter().any(|e| {
+            matches!(
+                e,
+                NodeEvent::Rejected { hashes, reason: r, ours: false, .. }
+                    if *r == reason && hashes.contains(&hash)
+            )
+        })
+    };
+    // One refusal: the late change (NotAWriter) and what was built on it with it.
+    assert!(
+        refused(&sim, RejectReason::NotAWriter, late)
+            && refused(&sim, RejectReason::NotAWriter, built_on),
+        "{:#?}",
+        sim.events(teacher)
+    );
+    let stats = sim.node(teacher).replica_mut().doc_stats(&lane).unwrap();
+    assert_eq!(stats.rejected, 2);
+    // A later change built on them reaches the teacher's phone on its own: DependsOnRejected.
+    let later = put(&mut sim, tablet, "later");
+    assert!(sim.run_until_quiet(60_000), "sync settles");
+    assert!(sim.durable_has(relay, &lane, &later));
+    assert!(!sim.durable_has(teacher, &lane, &later));
+    assert!(refused(&sim, RejectReason::DependsOnRejected, later));
+    // The lane itself still carries the teacher's new changes, and other documents sync.
+    let from_teacher = put(&mut sim, teacher, "teacher_note");
+    assert!(sim.run_until_quiet(60_000), "sync settles");
+    assert!(sim.durable_has(relay, &lane, &from_teacher));
+    assert!(sim.durable_has(tablet, &lane, &from_teacher));
+    let nb = DocId::new(class, DocKind::Notebook);
+    let now = sim.now();
+    let (_, posted) = sim
+        .node(teacher)
+        .edit(&nb, now, |tx, _, _| {
+            use homeroom_core::automerge::ROOT;
+            use homeroom_core::automerge::transaction::Transactable;
+            tx.put(ROOT, "after", 1)?;
+            Ok(())
+        })
+        .unwrap();
+    sim.settle(teacher);
+    assert!(sim.run_until_quiet(60_000));
+    assert!(sim.durable_has(tablet, &nb, &posted.unwrap()));
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}

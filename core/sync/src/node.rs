@@ -987,6 +987,7 @@ impl SyncNode {
         message.flags = None;
         self.ensure_peer_doc(sid, &doc)?;
         let rejected = !outcome.rejected.is_empty();
+        let (their_heads, they_need) = (message.heads.clone(), !message.need.is_empty());
         self.receive(sid, &doc, message, outcome.applied.len())?;
         if rejected {
             let reason = outcome.rejected[0].1;
@@ -1029,6 +1030,25 @@ impl SyncNode {
         {
             // We cannot use these changes until the roster names their author. Replying now would
             // only ask for them again; the roster change re-triggers this document's sync.
+            return Ok(());
+        }
+        if !had_changes
+            && self.upload_only(sid, &doc)
+            && self
+                .sessions
+                .get(&sid)
+                .and_then(|s| s.docs.get(&doc))
+                .is_some_and(|pd| !pd.state.last_sent_heads.is_empty())
+        {
+            // An upload-only session never gets our changes, so its heads never match ours
+            // and each heads-only message would be answered by another, forever (a removed
+            // phone did ~1,800 a second). It has our heads already; it hears again when they
+            // change (fan-out) or when it uploads.
+            return Ok(());
+        }
+        if !had_changes && !they_need && self.replica.heads_refused_here(&doc, &their_heads)? {
+            // The peer keeps changes we refused: our heads never match, and answering would
+            // only start another round of the same heads-only messages, forever.
             return Ok(());
         }
         self.generate(sid, &doc)?;
@@ -1107,6 +1127,23 @@ impl SyncNode {
         Ok(())
     }
 
+    /// Whether session `sid` (on a relay) may upload to `doc` but not read it: a guest, a
+    /// joining device, or a removed one. It gets sync messages without changes.
+    fn upload_only(&self, sid: SessionId, doc: &DocId) -> bool {
+        match self.sessions.get(&sid) {
+            Some(s) => {
+                s.side == Side::Relay
+                    && (self.join_may_upload(sid, doc) || self.is_guest_of(sid, &doc.class))
+                    && !self.join_may_read(sid, doc)
+                    && !self
+                        .replica
+                        .roster(&doc.class)
+                        .is_some_and(|r| r.can_read(&s.peer, &doc.kind))
+            }
+            None => false,
+        }
+    }
+
     /// Generate and queue the next sync message for `doc` to session `sid`, if any.
     fn generate(&mut self, sid: SessionId, doc: &DocId) -> Result<(), SyncError> {
         self.generate_with(sid, doc, None)
@@ -1124,18 +1161,7 @@ impl SyncNode {
         // A guest or removed device reads only the roster of such a class: for its other
         // documents it gets sync messages without changes (heads and bloom filter only), so
         // that it can upload (and the relay refuse and audit) but never read.
-        let upload_only = match self.sessions.get(&sid) {
-            Some(s) => {
-                s.side == Side::Relay
-                    && (self.join_may_upload(sid, doc) || self.is_guest_of(sid, &doc.class))
-                    && !self.join_may_read(sid, doc)
-                    && !self
-                        .replica
-                        .roster(&doc.class)
-                        .is_some_and(|r| r.can_read(&s.peer, &doc.kind))
-            }
-            None => false,
-        };
+        let upload_only = self.upload_only(sid, doc);
         match self.sessions.get(&sid) {
             // A device syncs a class's other documents only once the relay has listed the
             // class: before that the relay would answer "no such document" and the

@@ -1433,6 +1433,27 @@ impl Replica {
         })
     }
 
+    /// Whether every one of a peer's `heads` of `doc_id` is here or was refused here, and at
+    /// least one was refused: the peer keeps changes this replica refused (e.g. a relay that
+    /// applied a removed author's change before it learned of the removal, docs/invites.md
+    /// §3), so the two will never reach the same heads.
+    pub(crate) fn heads_refused_here(
+        &mut self,
+        doc_id: &DocId,
+        heads: &[ChangeHash],
+    ) -> Result<bool, SyncError> {
+        let ds = self.doc_state(doc_id)?;
+        let mut refused = false;
+        for h in heads {
+            if ds.rejected.contains(h) {
+                refused = true;
+            } else if ds.doc.get_change_meta_by_hash(h).is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(refused)
+    }
+
     /// Changes of a document not covered by `heads` (for building messages and tests).
     pub fn changes_since(
         &mut self,
