@@ -117,6 +117,8 @@ pub enum RejectReason {
     InviteUnknown,
     /// An invite redemption change does more (or other) than the invite allows.
     InviteMismatch,
+    /// The change nests objects deeper than the receiver's limit (a document bomb).
+    TooDeep,
 }
 
 /// Errors a peer reports before (usually) closing.

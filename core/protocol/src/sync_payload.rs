@@ -23,8 +23,9 @@
 //! so honest peers are never refused.
 //!
 //! Not covered here: a V2 sync message (first byte `0x43`) carries a whole *document* chunk,
-//! whose columns may be deflated and are inflated without limit by `receive_sync_message`.
-//! See `docs/protocol.md` ("Sync payload rules").
+//! whose columns may be deflated and would be inflated without limit by
+//! `receive_sync_message`; this function decodes it, and the sync engine refuses every V2
+//! message before automerge acts on it. See `docs/protocol.md` ("Sync payload rules").
 
 use homeroom_core::automerge::ChangeHash;
 use homeroom_core::automerge::sync;

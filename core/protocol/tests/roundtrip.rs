@@ -263,6 +263,7 @@ fn nested_enum_tags_are_stable() {
         RejectReason::InviteExpired,
         RejectReason::InviteUnknown,
         RejectReason::InviteMismatch,
+        RejectReason::TooDeep,
     ];
     for (tag, r) in reasons.into_iter().enumerate() {
         assert_eq!(postcard::to_stdvec(&r).unwrap(), [tag as u8], "{r:?}");

@@ -18,6 +18,7 @@
 //! sender drops them and everything built on them ([`Replica::drop_rejected`]) and sync goes on.
 #![warn(missing_docs, unreachable_pub)]
 
+mod depth;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,6 +28,7 @@ mod replica;
 mod source;
 mod write;
 
+pub use depth::MAX_OBJECT_DEPTH;
 pub use error::SyncError;
 pub use limits::Limits;
 pub use node::{SessionId, SyncNode};

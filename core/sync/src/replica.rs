@@ -18,6 +18,7 @@ use homeroom_core::{
 };
 use homeroom_protocol::RejectReason;
 
+use crate::depth::{BatchDepths, MAX_OBJECT_DEPTH};
 use crate::error::SyncError;
 use crate::limits::Limits;
 use crate::source::{DocSource, materialize};
@@ -478,6 +479,7 @@ impl Replica {
         let mut accepted: Vec<(Change, DeviceId, ChangeSignature)> = Vec::new();
         let mut audited: Vec<SignedChange> = Vec::new();
         let mut batch_rejected: HashSet<ChangeHash> = HashSet::new();
+        let mut depths = BatchDepths::default();
         for inc in batch {
             let hash = inc.change.hash();
             let ds = self.doc_state(doc_id)?;
@@ -545,6 +547,13 @@ impl Replica {
                     batch_rejected.insert(hash);
                 }
                 Authorization::Allowed => {
+                    // A deeply nested change (a document bomb) is refused before it is applied.
+                    let ds = self.doc_state(doc_id)?;
+                    if let Err(reason) = depths.check(&ds.doc, &change, MAX_OBJECT_DEPTH) {
+                        outcome.rejected.push((hash, reason));
+                        batch_rejected.insert(hash);
+                        continue;
+                    }
                     if is_roster {
                         // Apply roster changes one by one: each may grant the next its right.
                         let was_founded = self
