@@ -7,7 +7,10 @@
 //!   not see it.
 //!
 //! Every item is a map created once by its author under a fresh [`ItemId`]; readers keep only
-//! items whose creating change came from a device allowed to write them.
+//! items whose creating change came from a device allowed to write them. Removal wins: a staff
+//! post or an admin's answer dated after its device's revocation or its member's removal is
+//! left out ([`RosterIndex::written_while_active`]); it stays in the document for audit.
+//! Guardians and committee members count only while active.
 
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ReadDoc};
@@ -124,7 +127,8 @@ pub fn post_to_committee(
 }
 
 /// The committee board's posts, oldest first, keeping only those written by an active
-/// committee member or by staff.
+/// committee member or by staff (a staff post only if dated at or before any revocation of
+/// its device or removal of its member: removal wins).
 pub fn read_committee_posts(
     doc: &impl ReadDoc,
     roster: &RosterIndex,
@@ -133,7 +137,8 @@ pub fn read_committee_posts(
     let mut out = Vec::new();
     for (id, obj, author) in authored_items(doc, &posts) {
         let from_staff = was_staff(roster, &author);
-        if !from_staff && !is_committee(roster, &author) {
+        let committee = is_committee(roster, &author);
+        if !from_staff && !committee {
             continue;
         }
         let Some(member) = roster.devices.get(&author).map(|d| d.member) else {
@@ -152,6 +157,9 @@ pub fn read_committee_posts(
                 _ => {}
             },
         )?;
+        if !committee && at.is_none_or(|at| !roster.written_while_active(&author, at)) {
+            continue;
+        }
         if let (Some(text), Some(at)) = (text, at) {
             out.push(CommitteePost {
                 id,
@@ -192,7 +200,8 @@ pub fn send_to_mailbox(
 }
 
 /// The messages of `family`'s mailbox, oldest first, keeping only those written by an active
-/// guardian of the family or by an admin.
+/// guardian of the family or by an admin (an admin's only if dated at or before any
+/// revocation of its device or removal of its member: removal wins).
 pub fn read_mailbox(
     doc: &impl ReadDoc,
     roster: &RosterIndex,
@@ -222,6 +231,9 @@ pub fn read_mailbox(
                 _ => {}
             },
         )?;
+        if !guardian && at.is_none_or(|at| !roster.written_while_active(&author, at)) {
+            continue;
+        }
         if let (Some(text), Some(at)) = (text, at) {
             out.push(MailboxMessage {
                 id,

@@ -17,7 +17,9 @@
 //!   author < hidden by moderator < purged. The author's mark is on the reply; moderators'
 //!   marks live in the Notebook (`moderation`, a map only staff can write, so a family cannot
 //!   overwrite a moderator's decision), read with `get_all` and the maximum taken, so
-//!   concurrent marks resolve upward.
+//!   concurrent marks resolve upward. Each mark is dated (`at:<reply>`, written by the same
+//!   change), so a mark by a revoked device or a removed member dated after the removal does
+//!   not count (removal wins).
 //!
 //! Which signatures, receipts and replies *count* (authorship against the roster) is decided
 //! when they are composed into the [`crate::view::NotebookView`]; the readers here report
@@ -1094,6 +1096,9 @@ pub fn moderate_reply(
         return Ok(current);
     }
     tx.put(&marks, reply.to_hex(), wanted.as_str())?;
+    // The mark's date, as the very next operation of the same change: removal wins over a
+    // mark dated after its author's removal (see `mark_counts`).
+    tx.put(&marks, mark_date_key(&reply.to_hex()), actor.now)?;
     Ok(wanted)
 }
 
@@ -1272,7 +1277,47 @@ pub(crate) fn was_staff(roster: &RosterIndex, device: &DeviceId) -> bool {
         .is_some_and(|m| m.roles.iter().any(crate::roster::Role::is_staff))
 }
 
-/// The highest staff-written moderation mark at `key` of the moderation map.
+/// The key, in the moderation map, of the date of the mark at `key` (a reply id).
+fn mark_date_key(key: &str) -> String {
+    format!("at:{key}")
+}
+
+/// Whether the moderation mark written by operation `op` at `key` of the moderation map
+/// counts: written by a staff device (even if since removed) while it and its member were
+/// active. Removal wins: a mark by a revoked device or a removed member counts only if its
+/// date — written by the same change as the next operation, at [`mark_date_key`] — is at or
+/// before the removal ([`RosterIndex::written_while_active`]); an undated one does not. The
+/// mark stays in the Notebook either way.
+fn mark_counts(
+    doc: &impl ReadDoc,
+    roster: &RosterIndex,
+    marks: &ObjId,
+    key: &str,
+    op: &ObjId,
+) -> Result<bool, ModelError> {
+    let Some(device) = author_of_obj(op) else {
+        return Ok(false);
+    };
+    if !was_staff(roster, &device) {
+        return Ok(false);
+    }
+    if roster.inactive_since(&device).is_none() {
+        return Ok(true);
+    }
+    let ObjId::Id(counter, actor, _) = op else {
+        return Ok(false);
+    };
+    let dated = doc
+        .get_all(marks, mark_date_key(key))?
+        .into_iter()
+        .find_map(|(value, id)| match id {
+            ObjId::Id(c, a, _) if c == counter.saturating_add(1) && a == *actor => value.as_i64(),
+            _ => None,
+        });
+    Ok(dated.is_some_and(|at| roster.written_while_active(&device, at)))
+}
+
+/// The highest counting moderation mark at `key` of the moderation map ([`mark_counts`]).
 fn moderation_level(
     doc: &impl ReadDoc,
     roster: &RosterIndex,
@@ -1284,7 +1329,7 @@ fn moderation_level(
         let Some(v) = value.as_str().and_then(Visibility::parse) else {
             continue;
         };
-        if author_of_obj(&op).is_some_and(|d| was_staff(roster, &d)) {
+        if mark_counts(doc, roster, marks, key, &op)? {
             level = level.max(v);
         }
     }
@@ -1292,7 +1337,8 @@ fn moderation_level(
 }
 
 /// The moderation level of every moderated reply, from a Notebook document: for each reply the
-/// highest mark written by a staff device (concurrent marks resolve upward).
+/// highest mark written by a staff device (concurrent marks resolve upward). A mark by a
+/// revoked device or a removed member dated after the removal does not count (removal wins).
 pub fn read_moderation(
     notebook: &impl ReadDoc,
     roster: &RosterIndex,
@@ -1311,8 +1357,7 @@ pub fn read_moderation(
         let Some(v) = ref_str(&item.value).and_then(Visibility::parse) else {
             continue;
         };
-        if author_of_obj(&item.id()).is_some_and(|d| was_staff(roster, &d))
-            && v > Visibility::Visible
+        if v > Visibility::Visible && mark_counts(notebook, roster, &marks, &item.key, &item.id())?
         {
             out.insert(id, v);
         }

@@ -4,7 +4,9 @@
 //! contact records (home visits, phone calls, meetings) in `contacts`. Every item is a map
 //! created once by its author under a fresh [`ItemId`] and never changed, and readers keep
 //! only items whose creating change came from a device allowed to write them (an active
-//! guardian of the family or a staff member for messages, staff for contacts).
+//! guardian of the family or a staff member for messages, staff for contacts). Removal wins:
+//! a staff item dated after its device's revocation or its member's removal is left out too
+//! ([`RosterIndex::written_while_active`]); it stays in the Lane for audit.
 //! [`contact_stats`] and [`contact_stats_by_family`] count contacts by kind over a time range
 //! (a term), as schools report them for teacher assessment.
 
@@ -159,7 +161,9 @@ pub fn post_thread_message(
 }
 
 /// The messages of `family`'s thread (from its Lane), oldest first, keeping only those written
-/// by an active guardian of the family or by staff.
+/// by an active guardian of the family or by staff — a staff message only if dated at or before
+/// its device's revocation and its member's removal ([`RosterIndex::written_while_active`]:
+/// removal wins; the message stays in the Lane for audit).
 pub fn read_thread(
     lane: &impl ReadDoc,
     roster: &RosterIndex,
@@ -189,6 +193,11 @@ pub fn read_thread(
                 _ => {}
             },
         )?;
+        // Removal wins: a staff message dated after its device's revocation or its member's
+        // removal is hidden (it stays in the Lane). A guardian counts only while active.
+        if !guardian && at.is_none_or(|at| !roster.written_while_active(&author, at)) {
+            continue;
+        }
         if let (Some(text), Some(at)) = (text, at) {
             out.push(ThreadMessage {
                 id,
@@ -235,7 +244,8 @@ pub fn record_contact(
     Ok(id)
 }
 
-/// The contact records of a family's Lane written by staff, in order of occurrence.
+/// The contact records of a family's Lane written by staff, in order of occurrence; a record
+/// dated (`recorded_at`) after its author's revocation or removal is left out (removal wins).
 pub fn read_contacts(
     lane: &impl ReadDoc,
     roster: &RosterIndex,
@@ -262,6 +272,11 @@ pub fn read_contacts(
             },
         )?;
         if let (Some(kind), Some(occurred_at)) = (kind, occurred_at) {
+            // Removal wins: a record made after its author's removal is hidden (kept in the
+            // Lane), dated by when it was recorded.
+            if !roster.written_while_active(&author, recorded_at.unwrap_or(occurred_at)) {
+                continue;
+            }
             out.push(ContactRecord {
                 id,
                 kind,

@@ -870,7 +870,7 @@ impl SyncNode {
             return false;
         };
         if s.side == Side::Peer {
-            return self.peer_may_sync(sid, doc);
+            return self.peer_may_sync(sid, doc) || self.peer_may_upload(sid, doc);
         }
         if s.side == Side::Device {
             // A device syncs only documents of classes it holds; the relay decides the rest.
@@ -1506,6 +1506,7 @@ impl SyncNode {
         let (value, hash) = self.replica.edit(doc, now, f)?;
         if hash.is_some() {
             self.fan_out(None, doc)?;
+            self.after_local_roster_edit(doc)?;
         }
         Ok((value, hash))
     }
@@ -1527,6 +1528,7 @@ impl SyncNode {
         let (value, hash) = self.replica.edit_reading(doc, read, now, f)?;
         if hash.is_some() {
             self.fan_out(None, doc)?;
+            self.after_local_roster_edit(doc)?;
         }
         Ok((value, hash))
     }
@@ -1542,6 +1544,7 @@ impl SyncNode {
         let (value, hash) = self.replica.edit_unchecked(doc, now, f)?;
         if hash.is_some() {
             self.fan_out(None, doc)?;
+            self.after_local_roster_edit(doc)?;
         }
         Ok((value, hash))
     }

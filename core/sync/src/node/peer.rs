@@ -16,6 +16,9 @@
 //! - every change's signature is verified (as always); a change by a device the roster knows
 //!   but does not allow is **rejected** once this device has every roster change the peer
 //!   announced for that class, and held (never applied) before that (`peer_ingest`);
+//! - a peer revoked or removed (per this device's roster) during the session gets that
+//!   class's roster and may only upload to it (refused and audited if dated after the
+//!   removal); the session closes once no class is shared (`peer_roster_changed`);
 //! - `Saved` from a peer is ignored and a peer's catalog marks nothing delivered: only the
 //!   relay's disk counts as "delivered to school";
 //! - a `Reject` from a peer alone does not make this device drop its changes (the peer is just
@@ -25,7 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use homeroom_core::automerge::sync;
+use homeroom_core::automerge::sync::{self, ChunkList, MessageVersion};
 use homeroom_core::automerge::{ChangeHash, ReadDoc};
 use homeroom_core::{ClassId, DocId, DocKind};
 use homeroom_protocol::{
@@ -47,6 +50,10 @@ pub(super) struct LanState {
     refused: HashMap<SessionId, HashSet<DocId>>,
     /// Classes this device does not hold whose roster the peer offered (joining over the LAN).
     bootstrap: HashMap<SessionId, HashSet<ClassId>>,
+    /// Classes whose roster revoked the peer's device or removed its member during the
+    /// session: the peer still gets that roster (so it learns of its removal) and may upload,
+    /// as on the relay; what it uploads dated after the removal is refused and audited.
+    removed: HashMap<SessionId, HashSet<ClassId>>,
 }
 
 impl LanState {
@@ -54,6 +61,7 @@ impl LanState {
         self.roster_heads.remove(&sid);
         self.refused.remove(&sid);
         self.bootstrap.remove(&sid);
+        self.removed.remove(&sid);
     }
 }
 
@@ -122,6 +130,10 @@ impl SyncNode {
         if s.side != Side::Peer || s.phase != Phase::Established {
             return false;
         }
+        if !s.classes.contains(&doc.class) && self.peer_removed_from(sid, &doc.class) {
+            // A peer removed from the class during the session reads its roster only.
+            return doc.kind == DocKind::Roster;
+        }
         if !s.classes.contains(&doc.class) {
             // Joining over the LAN: the roster of a class we do not hold yet, which the peer
             // offered. It is self-certifying (the founding change commits to the class id; every
@@ -144,6 +156,33 @@ impl SyncNode {
         self.replica
             .roster(&doc.class)
             .is_some_and(|r| r.can_read(&me, &doc.kind) && r.can_read(&s.peer, &doc.kind))
+    }
+
+    /// Whether the peer of `sid` was removed from `class` (its device revoked or its member
+    /// removed) during this session.
+    fn peer_removed_from(&self, sid: SessionId, class: &ClassId) -> bool {
+        self.lan
+            .removed
+            .get(&sid)
+            .is_some_and(|r| r.contains(class))
+    }
+
+    /// Whether the peer of `sid` may upload changes of `doc` without reading it: it was removed
+    /// from the class during this session, and this device may read `doc`. Its changes are
+    /// verified as any others: those dated after the removal are refused
+    /// (`Reject { NotAWriter }`) and kept for audit.
+    pub(super) fn peer_may_upload(&self, sid: SessionId, doc: &DocId) -> bool {
+        let Some(me) = self.replica.device_id() else {
+            return false;
+        };
+        self.sessions
+            .get(&sid)
+            .is_some_and(|s| s.side == Side::Peer && s.phase == Phase::Established)
+            && self.peer_removed_from(sid, &doc.class)
+            && self
+                .replica
+                .roster(&doc.class)
+                .is_some_and(|r| r.can_read(&me, &doc.kind))
     }
 
     /// Documents of `class` both this device and `peer` may read, with their heads digests.
@@ -472,8 +511,22 @@ impl SyncNode {
         }
     }
 
+    /// After a local edit of `doc`: a roster edit (e.g. this staff device revoking a peer's
+    /// device) updates the LAN peer sessions as a received roster change does.
+    pub(super) fn after_local_roster_edit(&mut self, doc: &DocId) -> Result<(), SyncError> {
+        if doc.kind == DocKind::Roster && !self.replica.is_relay() {
+            self.peer_roster_changed(doc.class)?;
+        }
+        Ok(())
+    }
+
     /// A roster changed: every established peer session of the class starts syncing the
-    /// documents both may now read.
+    /// documents both may now read. A session whose peer (or this device) no longer shares the
+    /// class — a revoked device, a removed member — stops following it
+    /// ([`SyncNode::peer_class_dropped`]): a removed peer gets the roster and may only upload
+    /// (what it dated after the removal is refused with `Reject { NotAWriter }` and audited);
+    /// a session left with no class in common is closed with `Error { NotEnrolled }`, and a
+    /// new handshake from that peer finds no class in common either.
     pub(super) fn peer_roster_changed(&mut self, class: ClassId) -> Result<(), SyncError> {
         let Some(me) = self.replica.device_id() else {
             return Ok(());
@@ -492,11 +545,12 @@ impl SyncNode {
             // The class is shared now (e.g. its roster just arrived, or enrolled the peer), or
             // no longer (a revocation): follow the roster.
             let shared = mine && self.replica.classes_of(&peer).contains(&class);
+            let mut dropped = false;
             if let Some(s) = self.sessions.get_mut(&sid) {
                 if shared {
                     s.classes.insert(class);
                 } else {
-                    s.classes.remove(&class);
+                    dropped = s.classes.remove(&class);
                     s.docs
                         .retain(|d, _| d.class != class || d.kind == DocKind::Roster);
                 }
@@ -506,7 +560,13 @@ impl SyncNode {
                 if let Some(b) = self.lan.bootstrap.get_mut(&sid) {
                     b.remove(&class);
                 }
+                if let Some(r) = self.lan.removed.get_mut(&sid) {
+                    r.remove(&class);
+                }
             } else {
+                if dropped {
+                    self.peer_class_dropped(sid, class, &peer)?;
+                }
                 continue;
             }
             let docs: Vec<DocId> = self
@@ -530,5 +590,90 @@ impl SyncNode {
             }
         }
         Ok(())
+    }
+
+    /// Session `sid` stopped sharing `class` (the peer's device was revoked or its member
+    /// removed, per this device's roster, or this device was): it no longer follows the class.
+    /// A removed peer is sent the roster (so it learns of its removal) and may still upload (to
+    /// be refused). A session left with no class in common, and none offered to join, is
+    /// closed after that roster sync.
+    fn peer_class_dropped(
+        &mut self,
+        sid: SessionId,
+        class: ClassId,
+        peer: &homeroom_core::DeviceId,
+    ) -> Result<(), SyncError> {
+        let removed = self
+            .replica
+            .roster(&class)
+            .is_some_and(|r| r.inactive_since(peer).is_some());
+        let none_left = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.classes.is_empty());
+        let joining = self.lan.bootstrap.get(&sid).is_some_and(|b| !b.is_empty());
+        let closing = none_left && !joining;
+        if removed {
+            self.lan.removed.entry(sid).or_default().insert(class);
+            if closing {
+                // No time for the sync protocol's round trips: the changes it lacks, now.
+                self.push_roster(sid, class)?;
+            } else {
+                self.generate(sid, &DocId::new(class, DocKind::Roster))?;
+            }
+        } else if let Some(set) = self.class_sessions.get_mut(&class) {
+            set.remove(&sid);
+        }
+        if closing {
+            self.fail(
+                sid,
+                ErrorCode::NotEnrolled,
+                &format!("no class in common any more (removed from class {class})"),
+                true,
+            );
+        }
+        Ok(())
+    }
+
+    /// Send the peer of `sid`, in one sync message, the changes of `class`'s roster it lacks
+    /// (beyond the heads it last told us): a removed peer learns of its removal before its
+    /// session closes.
+    fn push_roster(&mut self, sid: SessionId, class: ClassId) -> Result<(), SyncError> {
+        let doc = DocId::new(class, DocKind::Roster);
+        let theirs: Vec<ChangeHash> = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.docs.get(&doc))
+            .map(|pd| {
+                pd.state
+                    .their_heads
+                    .clone()
+                    .unwrap_or_else(|| pd.state.shared_heads.clone())
+            })
+            .unwrap_or_default();
+        let roster = self.replica.document(&doc)?;
+        let known: Vec<ChangeHash> = theirs
+            .into_iter()
+            .filter(|h| roster.get_change_by_hash(h).is_some())
+            .collect();
+        let heads = roster.get_heads();
+        let changes: Vec<Vec<u8>> = self
+            .replica
+            .changes_since(&doc, &known)?
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let message = sync::Message {
+            heads,
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: ChunkList::from(changes),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        self.queue_sync(sid, &doc, message, false, None)
     }
 }
