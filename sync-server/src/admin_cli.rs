@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 use homeroom_client::{Invite, InviteRole, RelayTarget};
+use homeroom_core::invite::MAX_RELAYS;
 use homeroom_core::roster::RosterIndex;
 use homeroom_core::{ClassId, DeviceId, FamilyId, MemberId};
 use homeroom_relay::RelaySettings;
@@ -145,9 +146,12 @@ pub(crate) enum Format {
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RelayArgs {
     /// The relay's address as devices reach it (also written into invites) [default: the
-    /// listen address, with 0.0.0.0 replaced by 127.0.0.1].
-    #[arg(long, value_name = "ADDR")]
-    relay: Option<SocketAddr>,
+    /// listen address, with 0.0.0.0 replaced by 127.0.0.1]. Repeat it for every address phones
+    /// may use (e.g. the LAN address and the public one, at most 4): invites list them all in
+    /// this order and a phone tries the next when one does not connect; this command connects
+    /// to the first.
+    #[arg(long = "relay", value_name = "ADDR")]
+    relays: Vec<SocketAddr>,
 }
 
 pub(crate) fn run(cmd: AdminCommand, settings: &RelaySettings) -> anyhow::Result<()> {
@@ -176,10 +180,11 @@ pub(crate) fn run(cmd: AdminCommand, settings: &RelaySettings) -> anyhow::Result
             warn_if_loopback(&target);
             let (class, member) = school.create_class(&name, &teacher)?;
             let invite = with_relay(&school, target, None, |s| {
-                Ok(s.invite(
+                Ok(s.device().create_invite_with_relays(
                     class,
                     InviteRole::AnotherDevice { member },
                     days(valid_days),
+                    &relay.relays,
                 )?)
             })?;
             println!("class {name:?} created: {class}");
@@ -213,7 +218,12 @@ pub(crate) fn run(cmd: AdminCommand, settings: &RelaySettings) -> anyhow::Result
                 _ => true,
             };
             let invite = with_relay(&school, target, Some((class, &known)), |s| {
-                Ok(s.invite(class, role, days(valid_days))?)
+                Ok(s.device().create_invite_with_relays(
+                    class,
+                    role,
+                    days(valid_days),
+                    &relay.relays,
+                )?)
             })?;
             print_invite("invite", &invite)?;
         }
@@ -343,8 +353,11 @@ pub(crate) fn run(cmd: AdminCommand, settings: &RelaySettings) -> anyhow::Result
 /// The relay as the admin device reaches it: `--relay` or the listen address, and the
 /// fingerprint of the kept certificate.
 fn relay_target(settings: &RelaySettings, args: &RelayArgs) -> anyhow::Result<RelayTarget> {
-    let addr = match args.relay {
-        Some(a) => a,
+    if args.relays.len() > MAX_RELAYS {
+        bail!("at most {MAX_RELAYS} --relay addresses fit in an invite");
+    }
+    let addr = match args.relays.first() {
+        Some(a) => *a,
         None => {
             let mut a = settings.listen;
             if a.ip().is_unspecified() {
@@ -430,7 +443,8 @@ fn days(n: u32) -> Duration {
     Duration::from_secs(u64::from(n.max(1)) * 86_400)
 }
 
-/// Print an invite: the code, when it expires, and a QR code of it for a phone's camera.
+/// Print an invite: the code, its short code, when it expires, and a QR code of the code for
+/// a phone's camera.
 fn print_invite(title: &str, invite: &Invite) -> anyhow::Result<()> {
     let qr = QrCode::with_error_correction_level(invite.qr_payload.as_bytes(), EcLevel::M)
         .context("cannot encode the invite as a QR code")?;
@@ -443,6 +457,10 @@ fn print_invite(title: &str, invite: &Invite) -> anyhow::Result<()> {
         .build();
     println!("{title} (expires {} UTC):", utc_date(invite.expires_at));
     println!("invite code: {}", invite.code);
+    println!(
+        "short code:  {}  (to type on a phone that already syncs with this relay)",
+        invite.short_code
+    );
     println!("{image}");
     Ok(())
 }

@@ -581,6 +581,12 @@ impl Hub {
                 crate::metrics::global().rejected(&format!("{reason:?}"), 1);
                 tracing::warn!(%class, ?reason, "join refused");
             }
+            NodeEvent::InviteNotFound { invite } => {
+                // A short code no roster holds (a typo past the check, a withdrawn invite, or
+                // someone guessing): logged and counted like a refused join.
+                crate::metrics::global().rejected("InviteUnknown", 1);
+                tracing::warn!(%invite, "invite lookup found no class");
+            }
             NodeEvent::DocumentChanged { doc } => {
                 tracing::debug!(%doc, "document changed");
                 if let Some(notifier) = &self.notifier {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use homeroom_client::core::entries::{Audience, EntryKind, NewEntry, Urgency};
+use homeroom_client::core::invite::{InviteCode, ShortCode};
+use homeroom_client::core::roster::Role;
 use homeroom_client::core::{ClassId, DocId, DocKind, FamilyId, MemberId};
 use homeroom_client::{
     ClientError, Device, DeviceEvent, DeviceObserver, InviteError, InviteRole, JoinFailure,
@@ -505,6 +507,237 @@ async fn a_family_invited_into_next_term_never_sees_the_old_term() -> Result<()>
     ));
     assert!(n.device.notebook(old).is_err());
     n.device.stop_sync().await;
+    teacher.stop_sync().await;
+    Ok(())
+}
+
+/// A device that opened its store and records its events.
+fn device_with_events(dir: &std::path::Path, name: &str) -> Result<Joiner> {
+    let device = Device::open(&dir.join(name))?;
+    let events = Arc::new(Events::default());
+    device.set_observer(events.clone());
+    Ok(Joiner { device, events })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_join_by_short_code_through_the_relay_they_know() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Handle::current();
+    let s = school(dir.path(), &rt).await?;
+    let (teacher, class, family) = (&s.teacher, s.class, s.family);
+    let hour = Duration::from_secs(3600);
+
+    // A short code that passes the check character but that no roster holds: the relay names
+    // no class (asked again for a minute, in case the invite was not uploaded yet), then the
+    // device says so. Started first: the rest of the test runs meanwhile.
+    let unknown_code = ShortCode::from_random([0x42; 8]).encode();
+    let u = device_with_events(dir.path(), "Guesser")?;
+    let unknown = u
+        .device
+        .join_with_short_code_via(&unknown_code, "Guesser", &target(&s.relay))?;
+    u.device.start_sync(&rt, target(&s.relay))?;
+
+    // One invite, two forms: the long code (QR) and a short code to type.
+    let inv = teacher.create_invite(class, InviteRole::Guardian { family }, hour)?;
+    assert_eq!(inv.short_code.len(), 14, "{}", inv.short_code);
+    assert!(inv.short_code.len() * 9 < inv.code.len(), "{}", inv.code);
+    let dashes: Vec<usize> = inv.short_code.match_indices('-').map(|(i, _)| i).collect();
+    assert_eq!(dashes, [4, 9], "{}", inv.short_code);
+    assert_eq!(ShortCode::parse(&inv.short_code)?.invite_id(), inv.id);
+
+    // A fresh phone knows no relay: the short code cannot say where to go.
+    let fresh = Device::open(&dir.path().join("fresh"))?;
+    assert!(matches!(
+        fresh.join_with_short_code(&inv.short_code, "Mrs Wang"),
+        Err(ClientError::ShortCodeNeedsRelay)
+    ));
+    // A typo is caught by the check character, before any network round trip.
+    let mut typo: Vec<char> = inv.short_code.chars().collect();
+    typo[1] = if typo[1] == '7' { '8' } else { '7' };
+    let typo: String = typo.into_iter().collect();
+    assert!(matches!(
+        fresh.join_with_short_code_via(&typo, "Mrs Wang", &target(&s.relay)),
+        Err(ClientError::Invite(InviteError::BadChecksum))
+    ));
+    assert!(matches!(
+        fresh.join_with_short_code_via("ABCD-EFGH", "Mrs Wang", &target(&s.relay)),
+        Err(ClientError::Invite(InviteError::Malformed(_)))
+    ));
+    assert!(fresh.classes().is_empty());
+
+    // The parent was given the school relay's address and fingerprint (or her app already
+    // syncs with it) and types the code sloppily: lowercase, spaces for dashes.
+    let p = device_with_events(dir.path(), "Mrs Wang")?;
+    let typed = inv.short_code.to_lowercase().replace('-', " ");
+    let invite = p
+        .device
+        .join_with_short_code_via(&typed, "Mrs Wang", &target(&s.relay))?;
+    assert_eq!(invite, inv.id);
+    p.device.start_sync(&rt, p.device.relay_target().unwrap())?;
+    wait_for("the relay names the class", T, || {
+        p.events
+            .has(|e| *e == DeviceEvent::InviteFound { invite, class })
+    })
+    .await?;
+    joined(&p, class).await?;
+    wait_for("the parent receives the notebook", T, || {
+        entries(&p.device, class) == 1
+    })
+    .await?;
+    let r = p.device.roster(class)?;
+    let me = r.member_of(&p.device.device_id()).unwrap();
+    assert!(me.is_guardian_of(&family));
+    assert_eq!(me.name, "Mrs Wang");
+
+    // The same parent, already syncing with the relay, joins a sibling's class by short code:
+    // no relay parameter needed, the lookup goes over the running session.
+    let class2 = teacher.create_class("Class 1A", "Ms Li")?;
+    let family2 = teacher.add_family(class2, "Wang")?;
+    let inv2 = teacher.create_invite(class2, InviteRole::Guardian { family: family2 }, hour)?;
+    let invite2 = p
+        .device
+        .join_with_short_code(&inv2.short_code, "Mrs Wang")?;
+    wait_for("the relay names the second class", T, || {
+        p.events.has(|e| {
+            *e == DeviceEvent::InviteFound {
+                invite: invite2,
+                class: class2,
+            }
+        })
+    })
+    .await?;
+    joined(&p, class2).await?;
+
+    // The used short code on another phone: the relay names the class, then refuses the join.
+    let x = device_with_events(dir.path(), "Intruder")?;
+    x.device
+        .join_with_short_code_via(&inv.short_code, "Intruder", &target(&s.relay))?;
+    x.device.start_sync(&rt, target(&s.relay))?;
+    wait_for("JoinFailed AlreadyUsed", T, || {
+        x.events.has(|e| {
+            *e == DeviceEvent::JoinFailed {
+                class,
+                reason: JoinFailure::AlreadyUsed,
+            }
+        })
+    })
+    .await?;
+
+    // An expired short code: the device cannot tell (the code carries no expiry); the relay's
+    // refusal of the join says so.
+    let stale = teacher.create_invite(class, InviteRole::Guardian { family }, Duration::ZERO)?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let y = device_with_events(dir.path(), "Late parent")?;
+    y.device
+        .join_with_short_code_via(&stale.short_code, "Late", &target(&s.relay))?;
+    y.device.start_sync(&rt, target(&s.relay))?;
+    wait_for("JoinFailed Expired", T, || {
+        y.events.has(|e| {
+            *e == DeviceEvent::JoinFailed {
+                class,
+                reason: JoinFailure::Expired,
+            }
+        })
+    })
+    .await?;
+
+    // The unknown code, a minute after it was entered.
+    wait_for("InviteNotFound", Duration::from_secs(120), || {
+        u.events
+            .has(|e| *e == DeviceEvent::InviteNotFound { invite: unknown })
+    })
+    .await?;
+    assert!(u.device.classes().is_empty());
+    assert!(
+        s.relay
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("invite lookup found no class")),
+        "the relay logs lookups that find nothing"
+    );
+    for d in [&u.device, &p.device, &x.device, &y.device] {
+        d.stop_sync().await;
+    }
+    teacher.stop_sync().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committee_invite_makes_a_committee_guardian_of_the_family() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Handle::current();
+    let s = school(dir.path(), &rt).await?;
+    let (teacher, class, family) = (&s.teacher, s.class, s.family);
+    let role = InviteRole::Committee { family };
+    let inv = teacher.create_invite(class, role, Duration::from_secs(3600))?;
+    let c = join(dir.path(), "Mr Zhao", &inv.code, &rt).await?;
+    joined(&c, class).await?;
+    wait_for("the teacher sees the committee member", T, || {
+        teacher
+            .roster(class)
+            .is_ok_and(|r| r.member_of(&c.device.device_id()).is_some())
+    })
+    .await?;
+    for roster in [teacher.roster(class)?, c.device.roster(class)?] {
+        let m = roster.member_of(&c.device.device_id()).unwrap();
+        let roles: Vec<Role> = m.roles.iter().copied().collect();
+        assert_eq!(roles, role.member_roles());
+        assert_eq!(roles, [Role::Committee]);
+        assert_eq!(m.family, Some(family));
+        assert!(m.is_guardian_of(&family));
+        assert!(!roster.is_staff(&c.device.device_id()));
+        assert_eq!(m.name, "Mr Zhao");
+    }
+    // A committee member is a guardian too: the family's lane is readable, the notebook
+    // arrives.
+    wait_for("the committee member receives the notebook", T, || {
+        entries(&c.device, class) == 1
+    })
+    .await?;
+    c.device.stop_sync().await;
+    teacher.stop_sync().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_falls_back_to_the_next_relay_address_of_the_code() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Handle::current();
+    let s = school(dir.path(), &rt).await?;
+    let (teacher, class, family) = (&s.teacher, s.class, s.family);
+    let hour = Duration::from_secs(3600);
+    // By default a code lists the one address the inviting device knows.
+    assert_eq!(teacher.relay_addresses(), [s.relay.addr]);
+    let plain = teacher.create_invite(class, InviteRole::Guardian { family }, hour)?;
+    assert_eq!(InviteCode::parse(&plain.code)?.relays, [s.relay.addr]);
+
+    // A code listing an address where nothing answers first, then the relay's real one.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+    let inv = teacher.create_invite_with_relays(
+        class,
+        InviteRole::Guardian { family },
+        hour,
+        &[dead, s.relay.addr],
+    )?;
+    assert_eq!(InviteCode::parse(&inv.code)?.relays, [dead, s.relay.addr]);
+    let j = join(dir.path(), "Mrs Wang", &inv.code, &rt).await?;
+    assert_eq!(j.device.relay_target().unwrap().addr, dead);
+    assert_eq!(j.device.relay_addresses(), [dead, s.relay.addr]);
+    // The first address times out (10 s), the second connects.
+    joined(&j, class).await?;
+    wait_for("the parent receives the notebook", T, || {
+        entries(&j.device, class) == 1
+    })
+    .await?;
+    // Her own invites (a second phone) pass both addresses on.
+    let member = member_of(&j.device, class);
+    let own = j
+        .device
+        .create_invite(class, InviteRole::AnotherDevice { member }, hour)?;
+    assert_eq!(InviteCode::parse(&own.code)?.relays, [dead, s.relay.addr]);
+    j.device.stop_sync().await;
     teacher.stop_sync().await;
     Ok(())
 }

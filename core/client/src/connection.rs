@@ -250,7 +250,8 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
     let timeout = fallback.map_or(Duration::from_secs(10), |f| f.quic_timeout);
-    let conn = match (connect_quic(endpoint, target, timeout).await, fallback) {
+    let connected = crate::invite::connect_relay_quic(device, endpoint, target, timeout).await;
+    let conn = match (connected, fallback) {
         (Ok(conn), _) => conn,
         (Err(e), None) => return Err(e),
         (Err(e), Some(fb)) => {

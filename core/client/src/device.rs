@@ -73,6 +73,20 @@ pub enum DeviceEvent {
         /// The class.
         class: ClassId,
     },
+    /// A short code (see [`Device::join_with_short_code`]) was resolved: the relay named its
+    /// class, whose join is now pending (then `Joined` or `JoinFailed` as for a long code).
+    InviteFound {
+        /// The invite (as `join_with_short_code` returned it).
+        invite: DeviceId,
+        /// The class.
+        class: ClassId,
+    },
+    /// A short code failed: the relay knows no class with that invite (a mistyped code that
+    /// passed the check character, a withdrawn invite, or another relay's code).
+    InviteNotFound {
+        /// The invite (as `join_with_short_code` returned it).
+        invite: DeviceId,
+    },
 }
 
 /// Receives [`DeviceEvent`]s (called on the sync thread: return quickly).

@@ -44,6 +44,13 @@ pub enum ClientError {
     /// No relay is known to this device (start sync once, or join with a code, first).
     #[error("no relay known: start syncing with a relay (or join with an invite code) first")]
     NoRelayKnown,
+    /// A short invite code names no relay, and this device knows none: the long code (the QR)
+    /// must be used.
+    #[error(
+        "this device does not know the school's relay yet, and a short code does not say where \
+         it is: scan the invite's QR code (or paste its long code) instead"
+    )]
+    ShortCodeNeedsRelay,
     /// Sync is already running, or not running.
     #[error("{0}")]
     SyncState(&'static str),

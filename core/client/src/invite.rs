@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use homeroom_core::error::check_text;
-use homeroom_core::invite::{self as core_invite, InviteCode};
+use homeroom_core::invite::{self as core_invite, InviteCode, ShortCode};
 use homeroom_core::roster::{self, MAX_NAME};
 use homeroom_core::{ClassId, DeviceId, DocId, DocKind, MemberId, ModelError};
 use homeroom_protocol::RejectReason;
@@ -23,6 +23,12 @@ use crate::ids::{now_ms, random_bytes};
 const JOINS_KEY: &str = "invite/joins";
 /// Store meta key of the remembered relay target.
 const RELAY_KEY: &str = "invite/relay-target";
+/// Store meta key of the relay's further addresses (from an invite code listing several), as
+/// text, one per line: tried in order when the relay target's address does not connect.
+const RELAY_ALTERNATES_KEY: &str = "invite/relay-alternates";
+/// Store meta key of the pending short-code joins (class not known yet; same encoding as the
+/// pending joins, with an all-zero class).
+const SHORT_JOINS_KEY: &str = "invite/short-joins";
 
 /// A created invite, to show as text and as a QR code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +38,12 @@ pub struct Invite {
     /// What it grants.
     pub role: InviteRole,
     /// The text code (also what the QR encodes): `HR` + uppercase base32, which fits QR
-    /// alphanumeric mode.
+    /// alphanumeric mode. Carries the class, the relay and its certificate fingerprint.
     pub code: String,
+    /// The short code of the same invite, for typing: `XXXX-XXXX-XXXX` (Crockford base32). It
+    /// names neither class nor relay: it works on a device that already knows the relay
+    /// ([`Device::join_with_short_code`]).
+    pub short_code: String,
     /// The QR payload: the same string as `code`.
     pub qr_payload: String,
     /// Expiry, ms since the Unix epoch (whole seconds).
@@ -145,6 +155,49 @@ pub(crate) fn restore_joins(store: &Store, node: &mut SyncNode) -> Result<(), Cl
     for j in stored_joins(store)? {
         node.add_join(j.class, j.secret, &j.name);
     }
+    for j in stored_short_joins(store)? {
+        node.add_find(j.secret, &j.name);
+    }
+    Ok(())
+}
+
+fn stored_short_joins(store: &Store) -> Result<Vec<StoredJoin>, ClientError> {
+    Ok(store
+        .meta(SHORT_JOINS_KEY)?
+        .map(|b| decode_joins(&b))
+        .unwrap_or_default())
+}
+
+/// Forget the pending short-code join of `invite`; returns it.
+fn take_short_join(
+    store: &mut Store,
+    invite: &DeviceId,
+) -> Result<Option<StoredJoin>, ClientError> {
+    let mut joins = stored_short_joins(store)?;
+    let Some(pos) = joins
+        .iter()
+        .position(|j| core_invite::invite_key(&j.secret).device_id() == *invite)
+    else {
+        return Ok(None);
+    };
+    let found = joins.remove(pos);
+    store.set_meta(SHORT_JOINS_KEY, &encode_joins(&joins))?;
+    Ok(Some(found))
+}
+
+/// A short code resolved to `class`: its join becomes an ordinary pending join on disk.
+fn short_join_found(
+    store: &mut Store,
+    invite: &DeviceId,
+    class: ClassId,
+) -> Result<(), ClientError> {
+    let Some(found) = take_short_join(store, invite)? else {
+        return Ok(());
+    };
+    let mut joins = stored_joins(store)?;
+    joins.retain(|j| j.class != class);
+    joins.push(StoredJoin { class, ..found });
+    store.set_meta(JOINS_KEY, &encode_joins(&joins))?;
     Ok(())
 }
 
@@ -171,7 +224,62 @@ pub(crate) fn stored_relay(store: &Store) -> Result<Option<RelayTarget>, ClientE
     Ok(Some(RelayTarget { addr, fingerprint }))
 }
 
+/// The relay's further addresses (see [`Device::relay_addresses`]).
+pub(crate) fn stored_alternates(store: &Store) -> Result<Vec<SocketAddr>, ClientError> {
+    let Some(v) = store.meta(RELAY_ALTERNATES_KEY)? else {
+        return Ok(Vec::new());
+    };
+    Ok(String::from_utf8_lossy(&v)
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect())
+}
+
+fn store_alternates(store: &mut Store, addrs: &[SocketAddr]) -> Result<(), ClientError> {
+    let text: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    store.set_meta(RELAY_ALTERNATES_KEY, text.join("\n").as_bytes())?;
+    Ok(())
+}
+
+/// Connect over QUIC to the relay target's address, and when that fails to each further
+/// address of the same relay (an invite code may list several: e.g. its LAN and its public
+/// address), in order. The error is the first address's.
+pub(crate) async fn connect_relay_quic(
+    device: &Device,
+    endpoint: &quinn::Endpoint,
+    target: &RelayTarget,
+    timeout: Duration,
+) -> Result<quinn::Connection, ClientError> {
+    let first_error = match crate::connection::connect_quic(endpoint, target, timeout).await {
+        Ok(conn) => return Ok(conn),
+        Err(e) => e,
+    };
+    let alternates = stored_alternates(&device.lock().store).unwrap_or_default();
+    for addr in alternates {
+        // The endpoint is bound for the target's address family.
+        if addr == target.addr || addr.is_ipv6() != target.addr.is_ipv6() {
+            continue;
+        }
+        let other = RelayTarget {
+            addr,
+            fingerprint: target.fingerprint,
+        };
+        match crate::connection::connect_quic(endpoint, &other, timeout).await {
+            Ok(conn) => {
+                tracing::info!(%addr, first = %target.addr, "connected to the relay's next address");
+                return Ok(conn);
+            }
+            Err(e) => tracing::info!(%addr, error = %e, "the relay's next address did not connect"),
+        }
+    }
+    Err(first_error)
+}
+
 pub(crate) fn store_relay(store: &mut Store, target: &RelayTarget) -> Result<(), ClientError> {
+    // Another relay (another certificate): the further addresses were the old relay's.
+    if stored_relay(store)?.is_some_and(|old| old.fingerprint != target.fingerprint) {
+        store_alternates(store, &[])?;
+    }
     let mut v = target.fingerprint.to_vec();
     v.extend_from_slice(target.addr.to_string().as_bytes());
     store.set_meta(RELAY_KEY, &v)?;
@@ -193,6 +301,25 @@ impl Inner {
             } if doc.kind == DocKind::Roster && self.node.pending_joins().contains(&doc.class) => {
                 self.node.remove_join(&doc.class);
                 Some((doc.class, JoinFailure::from_reason(*reason)))
+            }
+            NodeEvent::InviteFound { invite, class } => {
+                if let Err(e) = short_join_found(&mut self.store, invite, *class) {
+                    tracing::warn!(error = %e, "could not record a resolved short code");
+                }
+                self.join_failures.remove(class);
+                self.notify(DeviceEvent::InviteFound {
+                    invite: *invite,
+                    class: *class,
+                });
+                None
+            }
+            NodeEvent::InviteNotFound { invite } => {
+                if let Err(e) = take_short_join(&mut self.store, invite) {
+                    tracing::warn!(error = %e, "could not forget a failed short code");
+                }
+                tracing::warn!(%invite, "the relay knows no class with this short code");
+                self.notify(DeviceEvent::InviteNotFound { invite: *invite });
+                None
             }
             NodeEvent::Joined { class } => {
                 if let Err(e) = forget_join(&mut self.store, class) {
@@ -243,12 +370,28 @@ impl Inner {
     }
 }
 
+/// A created invite in both its forms.
+fn invite_for(role: InviteRole, short: &ShortCode, id: DeviceId, code: &InviteCode) -> Invite {
+    let text = code.encode();
+    Invite {
+        class: code.class,
+        role,
+        qr_payload: text.clone(),
+        code: text,
+        short_code: short.encode(),
+        expires_at: code.expires_at,
+        id,
+    }
+}
+
 impl Device {
     /// Create an invite for `role`, valid for `valid_for`: staff for any role; a guardian
     /// (any active non-staff member) only `AnotherDevice` for their own member, valid for at
-    /// most 7 days. The relay address and the
+    /// most 7 days. The relay addresses ([`Device::relay_addresses`]) and the
     /// certificate fingerprint come from the relay target this device syncs with (remembered
     /// on disk by [`Device::start_sync`]); [`ClientError::NoRelayKnown`] if there is none.
+    /// The invite has two forms: the long code (also the QR payload) and a short code to type
+    /// ([`Invite::short_code`], [`Device::join_with_short_code`]).
     /// Writes the invite into the roster (signed, on disk when this returns).
     pub fn create_invite(
         &self,
@@ -256,9 +399,35 @@ impl Device {
         role: InviteRole,
         valid_for: Duration,
     ) -> Result<Invite, ClientError> {
+        self.create_invite_with_relays(class, role, valid_for, &[])
+    }
+
+    /// [`Device::create_invite`] whose code lists `relays` (at most
+    /// [`core_invite::MAX_RELAYS`], in order of preference): addresses of the relay this device
+    /// syncs with — its certificate fingerprint is the code's — e.g. its LAN and its public
+    /// address; a joining device tries them in turn. Empty: [`Device::relay_addresses`].
+    pub fn create_invite_with_relays(
+        &self,
+        class: ClassId,
+        role: InviteRole,
+        valid_for: Duration,
+        relays: &[SocketAddr],
+    ) -> Result<Invite, ClientError> {
         let target = self.relay_target().ok_or(ClientError::NoRelayKnown)?;
-        let mut secret = [0u8; 16];
-        random_bytes(&mut secret)?;
+        let relays: Vec<SocketAddr> = if relays.is_empty() {
+            self.relay_addresses()
+        } else {
+            relays
+                .iter()
+                .take(core_invite::MAX_RELAYS)
+                .copied()
+                .collect()
+        };
+        // The secret derives from the short code, so both forms name the same invite.
+        let mut random = [0u8; 8];
+        random_bytes(&mut random)?;
+        let short = ShortCode::from_random(random);
+        let secret = short.secret();
         let key = core_invite::invite_key(&secret);
         let id = key.device_id();
         let valid_ms = i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX / 2);
@@ -286,7 +455,14 @@ impl Device {
                 g.node.write_self_invite(class, id, expires_at, now_ms())?;
                 g.pump()?;
             }
-            return Ok(self.invite_for(class, role, secret, id, expires_at, &target));
+            let code = InviteCode {
+                class,
+                secret,
+                relays,
+                fingerprint: target.fingerprint,
+                expires_at,
+            };
+            return Ok(invite_for(role, &short, id, &code));
         }
         self.edit(DocId::new(class, DocKind::Roster), |tx, actor, _| {
             actor.require_staff()?;
@@ -316,34 +492,14 @@ impl Device {
             }
             roster::write_invite(tx, id, role, expires_at, actor.device, actor.now)
         })?;
-        Ok(self.invite_for(class, role, secret, id, expires_at, &target))
-    }
-
-    fn invite_for(
-        &self,
-        class: ClassId,
-        role: InviteRole,
-        secret: [u8; 16],
-        id: DeviceId,
-        expires_at: i64,
-        target: &RelayTarget,
-    ) -> Invite {
         let code = InviteCode {
             class,
             secret,
-            relays: vec![target.addr],
+            relays,
             fingerprint: target.fingerprint,
             expires_at,
-        }
-        .encode();
-        Invite {
-            class,
-            role,
-            qr_payload: code.clone(),
-            code,
-            expires_at,
-            id,
-        }
+        };
+        Ok(invite_for(role, &short, id, &code))
     }
 
     /// Join a class with an invite code. Does not touch the network: the code is checked
@@ -367,7 +523,7 @@ impl Device {
         });
         g.store.set_meta(JOINS_KEY, &encode_joins(&joins))?;
         if stored_relay(&g.store)?.is_none()
-            && let Some(addr) = code.relays.first()
+            && let Some((addr, alternates)) = code.relays.split_first()
         {
             store_relay(
                 &mut g.store,
@@ -376,11 +532,94 @@ impl Device {
                     fingerprint: code.fingerprint,
                 },
             )?;
+            // The code's further addresses of the same relay: tried when the first does not
+            // connect.
+            store_alternates(&mut g.store, alternates)?;
         }
         g.join_failures.remove(&class);
         g.node.add_join(class, code.secret, display_name);
         g.pump()?;
         Ok(class)
+    }
+
+    /// Join a class with a short code (`XXXX-XXXX-XXXX`, see [`Invite::short_code`]), through
+    /// the relay this device already knows ([`Device::relay_target`]). Like [`Device::join`]
+    /// it does not touch the network: the code is checked (a malformed or mistyped code is an
+    /// immediate [`ClientError::Invite`]; a device that knows no relay gets
+    /// [`ClientError::ShortCodeNeedsRelay`]: scan the QR code instead) and the join is recorded
+    /// on disk. The sync driver asks the relay which class holds the invite:
+    /// [`DeviceEvent::InviteFound`] (then `Joined` or `JoinFailed` as for a long code) or, if
+    /// the relay knows none for a minute, [`DeviceEvent::InviteNotFound`]. Returns the
+    /// invite's public key, which those events carry.
+    pub fn join_with_short_code(
+        &self,
+        short_code: &str,
+        display_name: &str,
+    ) -> Result<DeviceId, ClientError> {
+        let code = ShortCode::parse(short_code)?;
+        check_text("display_name", display_name, MAX_NAME, false)?;
+        if self.relay_target().is_none() {
+            return Err(ClientError::ShortCodeNeedsRelay);
+        }
+        self.record_short_join(&code, display_name)
+    }
+
+    /// [`Device::join_with_short_code`] through `relay` (an address and certificate
+    /// fingerprint the school gave out), which becomes this device's relay target if it has
+    /// none.
+    pub fn join_with_short_code_via(
+        &self,
+        short_code: &str,
+        display_name: &str,
+        relay: &RelayTarget,
+    ) -> Result<DeviceId, ClientError> {
+        let code = ShortCode::parse(short_code)?;
+        check_text("display_name", display_name, MAX_NAME, false)?;
+        {
+            let mut g = self.lock();
+            if stored_relay(&g.store)?.is_none() {
+                store_relay(&mut g.store, relay)?;
+            }
+        }
+        self.record_short_join(&code, display_name)
+    }
+
+    fn record_short_join(
+        &self,
+        code: &ShortCode,
+        display_name: &str,
+    ) -> Result<DeviceId, ClientError> {
+        let secret = code.secret();
+        let invite = core_invite::invite_key(&secret).device_id();
+        let mut g = self.lock();
+        let mut joins = stored_short_joins(&g.store)?;
+        joins.retain(|j| j.secret != secret);
+        joins.push(StoredJoin {
+            class: ClassId([0; 16]),
+            secret,
+            name: display_name.to_string(),
+        });
+        g.store.set_meta(SHORT_JOINS_KEY, &encode_joins(&joins))?;
+        g.node.add_find(secret, display_name);
+        g.pump()?;
+        Ok(invite)
+    }
+
+    /// Every address of this device's relay it knows, in order of preference: the relay
+    /// target's, then those an invite code listed beside it (tried in turn by the sync driver
+    /// when the first does not connect). Empty if no relay is known.
+    pub fn relay_addresses(&self) -> Vec<SocketAddr> {
+        let g = self.lock();
+        let Ok(Some(target)) = stored_relay(&g.store) else {
+            return Vec::new();
+        };
+        let mut out = vec![target.addr];
+        for a in stored_alternates(&g.store).unwrap_or_default() {
+            if !out.contains(&a) && out.len() < core_invite::MAX_RELAYS {
+                out.push(a);
+            }
+        }
+        out
     }
 
     /// The relay target remembered on disk (from [`Device::start_sync`] or [`Device::join`]).

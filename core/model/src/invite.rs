@@ -20,6 +20,10 @@
 //! a relay is `4 ‖ IPv4(4) ‖ port(2 BE)` or `6 ‖ IPv6(16) ‖ port(2 BE)`; the checksum is the
 //! first 4 bytes of BLAKE3 over everything before it. The text is `HR` followed by RFC 4648
 //! base32 (uppercase, no padding): only characters of QR alphanumeric mode.
+//!
+//! The same invite also has a [`ShortCode`] to type (`XXXX-XXXX-XXXX`, 55 random bits and a
+//! check character): the secret derives from it, so both forms name one invite key. It carries
+//! no class and no relay; the device asks the relay it knows which class holds the invite.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -410,6 +414,158 @@ impl InviteCode {
             });
         }
         Ok(code)
+    }
+}
+
+/// Characters of a short code, without its dashes: 11 data characters and 1 check character.
+pub const SHORT_CODE_CHARS: usize = 12;
+/// Data characters of a short code (5 bits each: [`SHORT_CODE_BITS`] random bits).
+const SHORT_DATA_CHARS: usize = SHORT_CODE_CHARS - 1;
+/// Random bits in a short code.
+pub const SHORT_CODE_BITS: u32 = 55;
+/// BLAKE3 key-derivation context of the secret a short code stands for.
+const SHORT_CONTEXT: &str = "homeroom invite short code v1";
+/// Extra BLAKE3 hashes between a short code and its secret (2^16: each guess of an offline
+/// brute force costs that much more; a few milliseconds on a phone).
+pub const SHORT_CODE_STRETCH: u32 = 1 << 16;
+/// Crockford's base32 alphabet: digits and uppercase letters without I, L, O and U.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Multiplication in GF(32) = GF(2)[x] / (x^5 + x^2 + 1).
+fn gf32_mul(mut a: u8, mut b: u8) -> u8 {
+    let mut p = 0u8;
+    for _ in 0..5 {
+        if b & 1 != 0 {
+            p ^= a;
+        }
+        b >>= 1;
+        a <<= 1;
+        if a & 0x20 != 0 {
+            a ^= 0x25;
+        }
+    }
+    p & 31
+}
+
+/// The check symbol of 11 data symbols: `Σ w_i · d_i` over GF(32) with the distinct weights
+/// `w_i = i + 2` (the check symbol's own weight is 1). A valid code sums to zero, so changing
+/// one character, or swapping any two different ones, always breaks the check.
+fn short_check(data: &[u8; SHORT_DATA_CHARS]) -> u8 {
+    data.iter()
+        .enumerate()
+        .fold(0u8, |acc, (i, d)| acc ^ gf32_mul(i as u8 + 2, *d))
+}
+
+/// A short invite code, for a parent to type: 12 Crockford base32 characters shown as
+/// `XXXX-XXXX-XXXX` — 55 random bits and a check character. It stands for an invite secret
+/// (BLAKE3 `derive_key("homeroom invite short code v1")`, then [`SHORT_CODE_STRETCH`] hashes),
+/// so the invite key, and the [`InviteId`] in the roster, follow from it; the long
+/// [`InviteCode`] of the same invite carries that secret. It names neither the class nor the
+/// relay: the device asks the relay it already knows which class holds the invite (the
+/// protocol's `FindInvite`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortCode {
+    /// The [`SHORT_CODE_BITS`] random bits.
+    bits: u64,
+}
+
+impl std::fmt::Debug for ShortCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the code itself: it is the secret.
+        f.write_str("ShortCode(..)")
+    }
+}
+
+impl ShortCode {
+    /// A short code from random bytes (only [`SHORT_CODE_BITS`] of them are used).
+    pub fn from_random(bytes: [u8; 8]) -> ShortCode {
+        ShortCode {
+            bits: u64::from_be_bytes(bytes) & ((1u64 << SHORT_CODE_BITS) - 1),
+        }
+    }
+
+    fn data(&self) -> [u8; SHORT_DATA_CHARS] {
+        let mut d = [0u8; SHORT_DATA_CHARS];
+        for (i, x) in d.iter_mut().enumerate() {
+            let shift = 5 * (SHORT_DATA_CHARS - 1 - i);
+            *x = ((self.bits >> shift) & 31) as u8;
+        }
+        d
+    }
+
+    /// The code as shown: `XXXX-XXXX-XXXX` (14 characters).
+    pub fn encode(&self) -> String {
+        let data = self.data();
+        let mut chars: Vec<u8> = data.to_vec();
+        chars.push(short_check(&data));
+        let mut out = String::with_capacity(SHORT_CODE_CHARS + 2);
+        for (i, v) in chars.iter().enumerate() {
+            if i > 0 && i % 4 == 0 {
+                out.push('-');
+            }
+            out.push(CROCKFORD[usize::from(*v)] as char);
+        }
+        out
+    }
+
+    /// Parse a short code a user typed: case-insensitive, spaces and dashes ignored, `O` read
+    /// as `0` and `I`/`L` as `1` (Crockford). Typed errors as for [`InviteCode::parse`]:
+    /// `Malformed` (length, characters), `BadChecksum` (a typo). Never panics.
+    pub fn parse(text: &str) -> Result<ShortCode, InviteError> {
+        if text.len() > 64 {
+            return Err(InviteError::Malformed(
+                "too long for a short code (a long code starts with HR: scan or paste it)".into(),
+            ));
+        }
+        let cleaned: Vec<char> = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if cleaned.len() != SHORT_CODE_CHARS {
+            return Err(InviteError::Malformed(format!(
+                "a short code has {SHORT_CODE_CHARS} characters, this has {}",
+                cleaned.len()
+            )));
+        }
+        let mut values = [0u8; SHORT_CODE_CHARS];
+        for (i, c) in cleaned.iter().enumerate() {
+            let c = match c {
+                'O' => '0',
+                'I' | 'L' => '1',
+                c => *c,
+            };
+            let Some(v) = CROCKFORD.iter().position(|a| char::from(*a) == c) else {
+                return Err(InviteError::Malformed(format!(
+                    "character {c:?} (number {}) is not allowed",
+                    i + 1
+                )));
+            };
+            values[i] = v as u8;
+        }
+        let mut data = [0u8; SHORT_DATA_CHARS];
+        data.copy_from_slice(&values[..SHORT_DATA_CHARS]);
+        if short_check(&data) != values[SHORT_DATA_CHARS] {
+            return Err(InviteError::BadChecksum);
+        }
+        let bits = data.iter().fold(0u64, |acc, d| (acc << 5) | u64::from(*d));
+        Ok(ShortCode { bits })
+    }
+
+    /// The invite secret this code stands for (the long code of the same invite carries it).
+    pub fn secret(&self) -> [u8; 16] {
+        let mut h = blake3::derive_key(SHORT_CONTEXT, &self.bits.to_be_bytes());
+        for _ in 0..SHORT_CODE_STRETCH {
+            h = *blake3::hash(&h).as_bytes();
+        }
+        let mut secret = [0u8; 16];
+        secret.copy_from_slice(&h[..16]);
+        secret
+    }
+
+    /// The invite's public key (what the roster records).
+    pub fn invite_id(&self) -> InviteId {
+        invite_key(&self.secret()).device_id()
     }
 }
 
@@ -815,6 +971,96 @@ mod tests {
         }
         let stranger = DeviceKey::from_secret([8; 32]).device_id();
         assert!(check_self_invite(&before, &with(own, 1_000), &stranger, 100).is_err());
+    }
+
+    #[test]
+    fn short_code_round_trips_and_is_typable() {
+        for seed in [
+            [0u8; 8],
+            [0xff; 8],
+            [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0],
+        ] {
+            let c = ShortCode::from_random(seed);
+            let text = c.encode();
+            assert_eq!(text.len(), 14, "{text}");
+            assert_eq!(text.matches('-').count(), 2, "{text}");
+            assert!(
+                text.chars()
+                    .all(|ch| ch == '-' || CROCKFORD.contains(&(ch as u8)))
+            );
+            assert_eq!(ShortCode::parse(&text), Ok(c));
+            // Lowercase, spaces instead of dashes, O for 0 and l for 1 are accepted.
+            let sloppy = text
+                .to_lowercase()
+                .replace('-', " ")
+                .replace('0', "o")
+                .replace('1', "l");
+            assert_eq!(ShortCode::parse(&format!(" {sloppy} ")), Ok(c));
+        }
+        // Different codes, different secrets; the secret decides the invite key.
+        let a = ShortCode::from_random([1; 8]);
+        let b = ShortCode::from_random([2; 8]);
+        assert_ne!(a.secret(), b.secret());
+        assert_eq!(a.secret(), ShortCode::parse(&a.encode()).unwrap().secret());
+        assert_eq!(a.invite_id(), invite_key(&a.secret()).device_id());
+        assert_eq!(format!("{a:?}"), "ShortCode(..)");
+    }
+
+    #[test]
+    fn every_single_typo_and_swap_in_a_short_code_is_caught() {
+        let text: Vec<char> = ShortCode::from_random([0x5a; 8])
+            .encode()
+            .chars()
+            .filter(|c| *c != '-')
+            .collect();
+        for i in 0..text.len() {
+            for &c in CROCKFORD.iter() {
+                let c = char::from(c);
+                if c == text[i] {
+                    continue;
+                }
+                let mut typo = text.clone();
+                typo[i] = c;
+                let typo: String = typo.into_iter().collect();
+                assert_eq!(
+                    ShortCode::parse(&typo),
+                    Err(InviteError::BadChecksum),
+                    "{typo}"
+                );
+            }
+            for j in i + 1..text.len() {
+                if text[i] == text[j] {
+                    continue;
+                }
+                let mut swapped = text.clone();
+                swapped.swap(i, j);
+                let swapped: String = swapped.into_iter().collect();
+                assert_eq!(
+                    ShortCode::parse(&swapped),
+                    Err(InviteError::BadChecksum),
+                    "{swapped}"
+                );
+            }
+        }
+        // Not a short code: length, characters.
+        for bad in [
+            "",
+            "ABCD-EFGH-JKM",
+            "ABCD-EFGH-JKMNP",
+            "ABCD-EFGH-JKU0",
+            "ABCD*EFGH*JKMN",
+        ] {
+            assert!(
+                matches!(ShortCode::parse(bad), Err(InviteError::Malformed(_))),
+                "{bad}: {:?}",
+                ShortCode::parse(bad)
+            );
+        }
+        let long = sample().encode();
+        assert!(matches!(
+            ShortCode::parse(&long),
+            Err(InviteError::Malformed(_))
+        ));
     }
 
     #[test]

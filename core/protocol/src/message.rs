@@ -149,7 +149,7 @@ pub enum ErrorCode {
 
 /// How many kinds of [`Message`] this build knows: their postcard tags are `0..MESSAGE_TAGS`.
 /// A new kind is only ever appended (never inserted or reordered), so tags stay stable.
-pub(crate) const MESSAGE_TAGS: u32 = 10;
+pub(crate) const MESSAGE_TAGS: u32 = 12;
 
 /// Every message of the protocol.
 ///
@@ -241,6 +241,23 @@ pub enum Message {
         /// Why.
         reason: RejectReason,
     },
+    /// Device → relay, after `Welcome`: "which class holds invite `invite`?" — for a short
+    /// invite code, which names no class (docs/invites.md). Tag 10.
+    FindInvite {
+        /// The invite's public key (derived from the short code).
+        invite: DeviceId,
+        /// The invite key's signature over `INVITE_DOMAIN ‖ TLS exporter` (as `Join.proof`).
+        proof: Sig64,
+    },
+    /// Relay → device: the answer to `FindInvite`: the class whose roster holds the invite,
+    /// or `None` (no such invite, a proof that does not verify, or too many lookups on this
+    /// connection). Tag 11.
+    InviteClass {
+        /// The invite asked about.
+        invite: DeviceId,
+        /// The class that holds it.
+        class: Option<ClassId>,
+    },
 }
 
 impl Message {
@@ -257,6 +274,8 @@ impl Message {
             Message::Error { .. } => "error",
             Message::Join { .. } => "join",
             Message::JoinRefused { .. } => "join_refused",
+            Message::FindInvite { .. } => "find_invite",
+            Message::InviteClass { .. } => "invite_class",
         }
     }
 }

@@ -208,6 +208,14 @@ fn one_of_each() -> Vec<(u8, Message)> {
             class: ClassId([1; 16]),
             reason: RejectReason::InviteUsed,
         },
+        Message::FindInvite {
+            invite: DeviceId([5; 32]),
+            proof: Sig64([6; 64]),
+        },
+        Message::InviteClass {
+            invite: DeviceId([5; 32]),
+            class: Some(ClassId([1; 16])),
+        },
     ];
     all.into_iter()
         .map(|m| {
@@ -222,6 +230,8 @@ fn one_of_each() -> Vec<(u8, Message)> {
                 Message::Error { .. } => 7,
                 Message::Join { .. } => 8,
                 Message::JoinRefused { .. } => 9,
+                Message::FindInvite { .. } => 10,
+                Message::InviteClass { .. } => 11,
             };
             (tag, m)
         })
@@ -287,9 +297,9 @@ fn nested_enum_tags_are_stable() {
 
 #[test]
 fn unknown_message_tag_is_typed_and_skippable() {
-    // Tag 10 (one past JoinRefused), then a valid Welcome: the decoder reports the unknown
+    // Tag 12 (one past InviteClass), then a valid Welcome: the decoder reports the unknown
     // kind, consumes that frame, and goes on.
-    let mut stream = vec![0, 0, 0, 3, 10, 0xaa, 0xbb];
+    let mut stream = vec![0, 0, 0, 3, 12, 0xaa, 0xbb];
     let welcome = Message::Welcome {
         version: 1,
         relay_time: -1,
@@ -299,7 +309,7 @@ fn unknown_message_tag_is_typed_and_skippable() {
     d.push(&stream);
     assert_eq!(
         d.next_message(),
-        Err(FrameError::UnknownMessage { tag: 10 })
+        Err(FrameError::UnknownMessage { tag: 12 })
     );
     assert_eq!(d.next_message(), Ok(Decoded::Message(welcome)));
     assert_eq!(d.buffered(), 0);

@@ -584,6 +584,14 @@ impl SyncNode {
                 self.on_join_refused(now, class, reason);
                 Ok(())
             }
+            (Side::Relay, Phase::Established, Message::FindInvite { invite, proof }) => {
+                self.on_find_invite(sid, invite, &proof);
+                Ok(())
+            }
+            (Side::Device, Phase::Established, Message::InviteClass { invite, class }) => {
+                self.on_invite_class(now, invite, class);
+                Ok(())
+            }
             (Side::Device, Phase::Established, Message::Catalog { classes }) => {
                 self.on_catalog(now, sid, classes)
             }

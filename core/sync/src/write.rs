@@ -107,6 +107,20 @@ pub enum NodeEvent {
         /// Why (`InviteUsed`, `InviteExpired`, `InviteUnknown`, …).
         reason: RejectReason,
     },
+    /// Device: the relay named the class that holds the invite of a short code (see
+    /// [`crate::SyncNode::add_find`]); the join of that class is now pending.
+    InviteFound {
+        /// The invite's public key.
+        invite: DeviceId,
+        /// The class that holds it.
+        class: ClassId,
+    },
+    /// Device: the relay knows no class with this invite (asked again for a minute). Relay: it
+    /// answered a `FindInvite` with no class (unknown invite or bad proof; logged).
+    InviteNotFound {
+        /// The invite's public key.
+        invite: DeviceId,
+    },
     /// A class became known on this node (first roster seen).
     ClassAdded {
         /// The class.

@@ -14,12 +14,12 @@
 //! removed) is listed with a roster-only catalog entry, may read that roster (so it learns it
 //! was removed) and may upload; what it uploads is refused and kept for audit.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use homeroom_core::invite::{self, InviteError};
 use homeroom_core::{ClassId, DeviceId, DocId, DocKind};
 use homeroom_protocol::{
-    ClassCatalog, DocDigest, INVITE_DOMAIN, Message, RejectReason, Sig64, class_digest,
+    ClassCatalog, DocDigest, ErrorCode, INVITE_DOMAIN, Message, RejectReason, Sig64, class_digest,
     heads_digest,
 };
 
@@ -31,6 +31,14 @@ use crate::write::NodeEvent;
 pub(super) const JOIN_UNKNOWN_GRACE_MS: i64 = 60_000;
 /// How often it asks again meanwhile.
 pub(super) const JOIN_RETRY_MS: i64 = 1_000;
+/// How often a device asks again which class holds a short code's invite (a minute, like a
+/// `Join`, but fewer lookups: the relay counts them).
+pub(super) const FIND_RETRY_MS: i64 = 5_000;
+/// Relay: most distinct invites one connection may look up with `FindInvite` (a parent types
+/// one short code; a guesser gets 8 guesses per connection).
+pub(crate) const MAX_INVITE_LOOKUPS: usize = 8;
+/// Relay: most `FindInvite` messages on one connection (repeats of the same invite included).
+pub(crate) const MAX_INVITE_LOOKUP_MESSAGES: u32 = 64;
 
 /// Per-session invite state on a relay.
 #[derive(Debug, Default)]
@@ -39,12 +47,29 @@ pub(super) struct JoinState {
     guest: HashMap<SessionId, BTreeSet<ClassId>>,
     /// Classes where the session's device is known but removed.
     removed: HashMap<SessionId, BTreeSet<ClassId>>,
+    /// Relay: the invites each session looked up (`FindInvite`), and how many lookups it made.
+    lookups: HashMap<SessionId, (BTreeSet<DeviceId>, u32)>,
+    /// Device: short codes whose class is being asked for, by invite.
+    finding: BTreeMap<DeviceId, PendingFind>,
+}
+
+/// Device: a short code whose class the relay has not named yet.
+#[derive(Debug)]
+struct PendingFind {
+    /// The invite secret (derived from the short code).
+    secret: [u8; 16],
+    /// The new member's display name.
+    name: String,
+    /// When the relay first answered "no class", and when to ask again.
+    unknown_since: Option<i64>,
+    retry_at: Option<i64>,
 }
 
 impl JoinState {
     pub(super) fn forget(&mut self, sid: SessionId) {
         self.guest.remove(&sid);
         self.removed.remove(&sid);
+        self.lookups.remove(&sid);
     }
 
     fn is_guest(&self, sid: SessionId, class: &ClassId) -> bool {
@@ -114,6 +139,141 @@ impl SyncNode {
         self.pending_joins.keys().copied().collect()
     }
 
+    /// Device: join with a short code's invite `secret`, whose class is not known yet: ask the
+    /// relay which class holds the invite (`FindInvite`, on every established relay session
+    /// now and later). When the relay names it, [`NodeEvent::InviteFound`] is reported and
+    /// the join continues as [`SyncNode::add_join`]; if it names none for a minute,
+    /// [`NodeEvent::InviteNotFound`]. Returns the invite's public key.
+    pub fn add_find(&mut self, secret: [u8; 16], name: &str) -> DeviceId {
+        let invite = invite::invite_key(&secret).device_id();
+        self.joins.finding.insert(
+            invite,
+            PendingFind {
+                secret,
+                name: name.to_string(),
+                unknown_since: None,
+                retry_at: None,
+            },
+        );
+        for sid in self.established_relay_sessions() {
+            self.send_find(sid, &invite);
+        }
+        invite
+    }
+
+    /// Device: forget a pending short-code lookup.
+    pub fn remove_find(&mut self, invite: &DeviceId) {
+        self.joins.finding.remove(invite);
+    }
+
+    /// Device: the invites of short codes whose class is still being asked for.
+    pub fn pending_finds(&self) -> Vec<DeviceId> {
+        self.joins.finding.keys().copied().collect()
+    }
+
+    fn established_relay_sessions(&self) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.side == Side::Device && s.phase == Phase::Established)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn send_find(&mut self, sid: SessionId, invite: &DeviceId) {
+        let Some(find) = self.joins.finding.get(invite) else {
+            return;
+        };
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let key = invite::invite_key(&find.secret);
+        let proof = Sig64(key.sign(INVITE_DOMAIN, &s.exporter));
+        self.transmits.push_back((
+            sid,
+            Message::FindInvite {
+                invite: *invite,
+                proof,
+            },
+        ));
+    }
+
+    /// Device: the relay answered a `FindInvite`. A class: the join of that class starts (and
+    /// is reported, so the client records it). None: asked again every [`FIND_RETRY_MS`] for
+    /// [`JOIN_UNKNOWN_GRACE_MS`] (the inviting device may not have uploaded the invite yet),
+    /// then reported as not found.
+    pub(super) fn on_invite_class(&mut self, now: i64, invite: DeviceId, class: Option<ClassId>) {
+        match class {
+            Some(class) => {
+                let Some(find) = self.joins.finding.remove(&invite) else {
+                    return;
+                };
+                self.replica
+                    .events
+                    .push_back(NodeEvent::InviteFound { invite, class });
+                self.add_join(class, find.secret, &find.name);
+            }
+            None => {
+                let Some(find) = self.joins.finding.get_mut(&invite) else {
+                    return;
+                };
+                let since = *find.unknown_since.get_or_insert(now);
+                if now.saturating_sub(since) < JOIN_UNKNOWN_GRACE_MS {
+                    find.retry_at = Some(now.saturating_add(FIND_RETRY_MS));
+                    return;
+                }
+                self.joins.finding.remove(&invite);
+                self.replica
+                    .events
+                    .push_back(NodeEvent::InviteNotFound { invite });
+            }
+        }
+    }
+
+    /// Relay: a device asks which class holds `invite` (a short code names no class). Answered
+    /// with the class only for a proof by the invite key on this connection; at most
+    /// [`MAX_INVITE_LOOKUPS`] distinct invites and [`MAX_INVITE_LOOKUP_MESSAGES`] lookups per
+    /// connection (then the connection is closed: online guessing costs a handshake per 8
+    /// guesses). Nothing but the class id is revealed.
+    pub(super) fn on_find_invite(&mut self, sid: SessionId, invite: DeviceId, proof: &Sig64) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let proof_ok = invite.verify(INVITE_DOMAIN, &s.exporter, &proof.0).is_ok();
+        let (seen, count) = self.joins.lookups.entry(sid).or_default();
+        *count = count.saturating_add(1);
+        let new = !seen.contains(&invite);
+        if *count > MAX_INVITE_LOOKUP_MESSAGES || (new && seen.len() >= MAX_INVITE_LOOKUPS) {
+            self.replica
+                .events
+                .push_back(NodeEvent::InviteNotFound { invite });
+            self.fail(
+                sid,
+                ErrorCode::LimitExceeded,
+                "too many invite lookups on one connection",
+                true,
+            );
+            return;
+        }
+        seen.insert(invite);
+        let class = if proof_ok {
+            self.replica.classes().into_iter().find(|c| {
+                self.replica
+                    .roster(c)
+                    .is_some_and(|r| r.invites.contains_key(&invite))
+            })
+        } else {
+            None
+        };
+        if class.is_none() {
+            // Logged by the relay (guessing short codes shows in its log and metrics).
+            self.replica
+                .events
+                .push_back(NodeEvent::InviteNotFound { invite });
+        }
+        self.transmits
+            .push_back((sid, Message::InviteClass { invite, class }));
+    }
+
     /// Device: the relay's catalog lists `class` with these documents. A listing beyond the
     /// roster means the relay enrolled this device: a pending join is complete.
     pub(super) fn on_catalog_entry(&mut self, class: ClassId, docs: Option<&[DocDigest]>) {
@@ -130,6 +290,10 @@ impl SyncNode {
         let classes: Vec<ClassId> = self.pending_joins.keys().copied().collect();
         for class in classes {
             self.send_join(sid, class);
+        }
+        let finds: Vec<DeviceId> = self.joins.finding.keys().copied().collect();
+        for invite in finds {
+            self.send_find(sid, &invite);
         }
     }
 
@@ -176,6 +340,24 @@ impl SyncNode {
 
     /// Device: ask again for joins whose invite the relay did not know yet.
     pub(super) fn retry_joins(&mut self, now: i64) {
+        let finds_due: Vec<DeviceId> = self
+            .joins
+            .finding
+            .iter()
+            .filter(|(_, f)| f.retry_at.is_some_and(|t| now >= t))
+            .map(|(i, _)| *i)
+            .collect();
+        if !finds_due.is_empty() {
+            let sids = self.established_relay_sessions();
+            for invite in finds_due {
+                if let Some(f) = self.joins.finding.get_mut(&invite) {
+                    f.retry_at = None;
+                }
+                for sid in &sids {
+                    self.send_find(*sid, &invite);
+                }
+            }
+        }
         let due: Vec<ClassId> = self
             .pending_joins
             .iter()
@@ -346,5 +528,176 @@ impl SyncNode {
     pub(super) fn join_may_read(&self, sid: SessionId, doc: &DocId) -> bool {
         doc.kind == DocKind::Roster
             && (self.joins.is_guest(sid, &doc.class) || self.joins.is_removed(sid, &doc.class))
+    }
+}
+
+#[cfg(test)]
+mod short_code_tests {
+    #![allow(clippy::unwrap_used)] // test code
+
+    use homeroom_core::identity::DeviceKey;
+    use homeroom_protocol::hello_proof;
+
+    use super::*;
+    use crate::{Limits, MemorySource, Replica};
+
+    const EXPORTER: [u8; 32] = [7; 32];
+
+    fn drain(node: &mut SyncNode) -> Vec<Message> {
+        std::iter::from_fn(|| node.poll_transmit().map(|(_, m)| m)).collect()
+    }
+
+    /// A relay with no class, and an established session of a device unknown to it.
+    fn relay_session() -> (SyncNode, SessionId) {
+        let replica = Replica::relay(Box::new(MemorySource::default()), Limits::default()).unwrap();
+        let mut relay = SyncNode::new(replica);
+        let sid = relay.accept(0, EXPORTER);
+        let key = DeviceKey::from_secret([1; 32]);
+        relay
+            .handle_message(
+                0,
+                sid,
+                Message::Hello {
+                    versions: vec![homeroom_protocol::PROTOCOL_VERSION],
+                    device: key.device_id(),
+                    proof: hello_proof(&key, &EXPORTER),
+                    classes: vec![],
+                },
+            )
+            .unwrap();
+        assert!(relay.is_established(sid));
+        drain(&mut relay);
+        (relay, sid)
+    }
+
+    fn find(secret: u8) -> Message {
+        let key = invite::invite_key(&[secret; 16]);
+        Message::FindInvite {
+            invite: key.device_id(),
+            proof: Sig64(key.sign(INVITE_DOMAIN, &EXPORTER)),
+        }
+    }
+
+    #[test]
+    fn the_relay_bounds_invite_lookups_per_connection() {
+        let (mut relay, sid) = relay_session();
+        // Unknown invites: answered "no class", and reported for the log.
+        for secret in 0..MAX_INVITE_LOOKUPS as u8 {
+            relay.handle_message(0, sid, find(secret)).unwrap();
+            let out = drain(&mut relay);
+            assert!(
+                matches!(out.as_slice(), [Message::InviteClass { class: None, .. }]),
+                "{out:?}"
+            );
+        }
+        let events: Vec<NodeEvent> = std::iter::from_fn(|| relay.poll_event()).collect();
+        let not_found = events
+            .iter()
+            .filter(|e| matches!(e, NodeEvent::InviteNotFound { .. }))
+            .count();
+        assert_eq!(not_found, MAX_INVITE_LOOKUPS);
+        // Asking again about one already asked is allowed (the device retries)…
+        relay.handle_message(0, sid, find(0)).unwrap();
+        assert!(matches!(
+            drain(&mut relay).as_slice(),
+            [Message::InviteClass { class: None, .. }]
+        ));
+        // …a ninth distinct invite closes the connection.
+        relay.handle_message(0, sid, find(200)).unwrap();
+        assert!(matches!(
+            drain(&mut relay).as_slice(),
+            [Message::Error {
+                code: ErrorCode::LimitExceeded,
+                fatal: true,
+                ..
+            }]
+        ));
+        assert!(relay.poll_close().is_some());
+    }
+
+    #[test]
+    fn a_lookup_with_a_proof_for_another_connection_finds_nothing() {
+        let (mut relay, sid) = relay_session();
+        let key = invite::invite_key(&[3; 16]);
+        let replayed = Message::FindInvite {
+            invite: key.device_id(),
+            proof: Sig64(key.sign(INVITE_DOMAIN, &[0; 32])),
+        };
+        relay.handle_message(0, sid, replayed).unwrap();
+        assert!(matches!(
+            drain(&mut relay).as_slice(),
+            [Message::InviteClass { class: None, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_device_asks_for_the_class_then_joins_it_or_gives_up_after_a_minute() {
+        let replica = Replica::device(
+            DeviceKey::from_secret([2; 32]),
+            [0; homeroom_core::identity::ACTOR_SUFFIX_LEN],
+            Box::new(MemorySource::default()),
+            Limits::default(),
+        )
+        .unwrap();
+        let mut device = SyncNode::new(replica);
+        let sid = device.connect(0, EXPORTER, [9; 32]).unwrap();
+        device
+            .handle_message(
+                0,
+                sid,
+                Message::Welcome {
+                    version: homeroom_protocol::PROTOCOL_VERSION,
+                    relay_time: 0,
+                },
+            )
+            .unwrap();
+        drain(&mut device);
+        // Found: the join of that class starts at once.
+        let invite = device.add_find([4; 16], "Mrs Wang");
+        assert!(matches!(
+            drain(&mut device).as_slice(),
+            [Message::FindInvite { invite: i, proof }]
+                if *i == invite && i.verify(INVITE_DOMAIN, &EXPORTER, &proof.0).is_ok()
+        ));
+        let class = ClassId([5; 16]);
+        device
+            .handle_message(
+                0,
+                sid,
+                Message::InviteClass {
+                    invite,
+                    class: Some(class),
+                },
+            )
+            .unwrap();
+        assert!(matches!(
+            drain(&mut device).as_slice(),
+            [Message::Join { class: c, invite: i, .. }] if *c == class && *i == invite
+        ));
+        assert_eq!(device.pending_joins(), [class]);
+        assert!(device.pending_finds().is_empty());
+        let events: Vec<NodeEvent> = std::iter::from_fn(|| device.poll_event()).collect();
+        assert!(events.contains(&NodeEvent::InviteFound { invite, class }));
+        // Not found: asked again every few seconds for a minute, then reported.
+        let other = device.add_find([6; 16], "Mr Li");
+        drain(&mut device);
+        let none = Message::InviteClass {
+            invite: other,
+            class: None,
+        };
+        device.handle_message(0, sid, none.clone()).unwrap();
+        device.handle_timeout(FIND_RETRY_MS - 1);
+        assert!(drain(&mut device).is_empty());
+        device.handle_timeout(FIND_RETRY_MS);
+        assert!(matches!(
+            drain(&mut device).as_slice(),
+            [Message::FindInvite { invite: i, .. }] if *i == other
+        ));
+        device
+            .handle_message(JOIN_UNKNOWN_GRACE_MS, sid, none)
+            .unwrap();
+        assert!(device.pending_finds().is_empty());
+        let events: Vec<NodeEvent> = std::iter::from_fn(|| device.poll_event()).collect();
+        assert!(events.contains(&NodeEvent::InviteNotFound { invite: other }));
     }
 }
