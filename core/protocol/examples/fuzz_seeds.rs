@@ -18,10 +18,17 @@ use homeroom_core::{ClassId, DeviceId, DocId, DocKind, FamilyId, SignedChange};
 use homeroom_protocol::fuzzing::{FIXED_DOC, FIXED_EXPORTER, fixed_key};
 use homeroom_protocol::{
     CHUNK_MAGIC, CHUNK_TYPE_COMPRESSED, ClassCatalog, ClassDigest, DEFAULT_MAX_FRAME, DocDigest,
-    ErrorCode, Message, RejectReason, Sig64, SignatureEntry, encode_frame, hello_proof,
+    ErrorCode, INVITE_DOMAIN, Message, RejectReason, Sig64, SignatureEntry, encode_frame,
+    hello_proof,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
+
+/// The message tag of the `unknown-tag-then-welcome.bin` frame seed: one no build defines.
+const UNKNOWN_TAG: u8 = 127;
+
+/// The invite secret of the `invite_code` seeds; its invite key signs the `Join` seed.
+const INVITE_SECRET: [u8; 16] = [0x22; 16];
 
 fn main() -> Res<()> {
     let root = match std::env::args_os().nth(1) {
@@ -40,11 +47,12 @@ fn main() -> Res<()> {
     let (doc, change) = document_with_changes()?;
     let messages = samples(&doc)?;
 
-    // message: one postcard body per variant.
+    // message: one postcard body per variant, named after its kind (`join_refused` →
+    // `join-refused.bin`).
     for m in &messages {
         put(
             "message",
-            &format!("{}.bin", m.kind()),
+            &format!("{}.bin", m.kind().replace('_', "-")),
             &postcard::to_stdvec(m)?,
         )?;
     }
@@ -59,7 +67,8 @@ fn main() -> Res<()> {
     small.extend(encode_frame(&messages[1], DEFAULT_MAX_FRAME)?);
     small.extend(encode_frame(&messages[4], DEFAULT_MAX_FRAME)?);
     put("frame_decoder", "small-limit.bin", &small)?;
-    let mut unknown = vec![0x02, 0, 0, 0, 3, 8, 0xaa, 0xbb];
+    // Tag 127: far above every kind this build knows (new kinds are appended at the end).
+    let mut unknown = vec![0x02, 0, 0, 0, 3, UNKNOWN_TAG, 0xaa, 0xbb];
     unknown.extend(encode_frame(&messages[1], DEFAULT_MAX_FRAME)?);
     put("frame_decoder", "unknown-tag-then-welcome.bin", &unknown)?;
     put(
@@ -69,8 +78,8 @@ fn main() -> Res<()> {
     )?;
     put("frame_decoder", "empty-frame.bin", &[0x00, 0, 0, 0, 0])?;
 
-    // handshake: a Hello whose proof verifies, one whose proof is for another session, and
-    // one from a key that is not a curve point.
+    // handshake: a Hello whose proof verifies, one whose proof is for another session, one
+    // from a key that is not a curve point and one from a non-canonically encoded key.
     let key = fixed_key();
     let hello = |device: DeviceId, proof: Sig64| Message::Hello {
         versions: vec![1, 2, 0xffff],
@@ -93,11 +102,19 @@ fn main() -> Res<()> {
         "hello-other-session.bin",
         &encode_frame(&replayed, DEFAULT_MAX_FRAME)?,
     )?;
-    let bad_key = hello(DeviceId([0xff; 32]), Sig64([0; 64]));
+    let bad_key = hello(not_a_point()?, Sig64([0; 64]));
     put(
         "handshake",
         "hello-bad-key.bin",
         &encode_frame(&bad_key, DEFAULT_MAX_FRAME)?,
+    )?;
+    // All ones: a non-canonical encoding (y = 2^255 - 1 ≥ p) that ed25519-dalek still
+    // decompresses, so it fails on the signature, not the key.
+    let non_canonical = hello(DeviceId([0xff; 32]), Sig64([0; 64]));
+    put(
+        "handshake",
+        "hello-non-canonical-key.bin",
+        &encode_frame(&non_canonical, DEFAULT_MAX_FRAME)?,
     )?;
 
     // change_import: signature ‖ change (a correctly signed one, and the same bytes with the
@@ -141,7 +158,7 @@ fn main() -> Res<()> {
     // one with a typo, and a truncated one.
     let code = homeroom_core::invite::InviteCode {
         class: ClassId([0x11; 16]),
-        secret: [0x22; 16],
+        secret: INVITE_SECRET,
         relays: vec!["192.0.2.1:4433".parse()?, "[2001:db8::1]:443".parse()?],
         fingerprint: [0x33; 32],
         expires_at: 1_900_000_000_000,
@@ -176,6 +193,7 @@ fn document_with_changes() -> Res<(Automerge, homeroom_core::automerge::Change)>
 /// A realistic value of every variant.
 fn samples(doc: &Automerge) -> Res<Vec<Message>> {
     let key = fixed_key();
+    let invite = homeroom_core::invite::invite_key(&INVITE_SECRET);
     let class = ClassId([0x11; 16]);
     let lane = DocId::new(class, DocKind::Lane(FamilyId([0x22; 8])));
     let change = doc.get_last_local_change().ok_or("no change")?;
@@ -236,6 +254,26 @@ fn samples(doc: &Automerge) -> Res<Vec<Message>> {
             detail: "no such document".into(),
             fatal: false,
         },
+        // A join request whose proof verifies against the fixed exporter under the invite key
+        // of the `invite_code` seeds.
+        Message::Join {
+            class,
+            invite: invite.device_id(),
+            proof: Sig64(invite.sign(INVITE_DOMAIN, &FIXED_EXPORTER)),
+        },
+        Message::JoinRefused {
+            class,
+            reason: RejectReason::InviteExpired,
+        },
+        // A short code's class lookup, proven like the `Join` seed, and the relay's answer.
+        Message::FindInvite {
+            invite: invite.device_id(),
+            proof: Sig64(invite.sign(INVITE_DOMAIN, &FIXED_EXPORTER)),
+        },
+        Message::InviteClass {
+            invite: invite.device_id(),
+            class: Some(class),
+        },
     ])
 }
 
@@ -280,6 +318,21 @@ fn sync_messages(doc: &Automerge) -> Res<(Vec<u8>, Vec<u8>)> {
         .into());
     }
     Ok((v1, v2))
+}
+
+/// The first 32-byte string `[n, 0, …, 0]` that does not decompress to an ed25519 point.
+fn not_a_point() -> Res<DeviceId> {
+    (2..=u8::MAX)
+        .map(|n| {
+            let mut key = [0u8; 32];
+            key[0] = n;
+            DeviceId(key)
+        })
+        .find(|d| {
+            d.verify(b"", b"", &[0; 64])
+                == Err(homeroom_core::identity::IdentityError::InvalidPublicKey)
+        })
+        .ok_or_else(|| "every candidate is a curve point".into())
 }
 
 /// A V1 sync message whose only `have` carries the given bloom filter bytes.
