@@ -4,7 +4,16 @@
 //! were applied to a class's notebook (new or edited entries, events, decided bookings) or to a
 //! family's private lane or mailbox (messages, replies, signatures). The recipients are the
 //! roster's active members with an active device who may read that document, minus the member
-//! who sent the change. Rosters, boards, the committee board and ballots notify nobody.
+//! who sent the change:
+//!
+//! - notebook (`event: "notebook"`): every member of the class. A booking decision is written
+//!   to the notebook, so the requesting family is pinged — and so is everyone else (the hook
+//!   does not look inside the change to narrow it to the family decided);
+//! - a family's lane (`"lane"`): staff and that family's guardians;
+//! - a family's mailbox (`"mailbox"`): the school's admins (the principal) and that family's
+//!   guardians; class teachers do not read the mailbox and are not pinged.
+//!
+//! Rosters, boards, the committee board and ballots notify nobody.
 //!
 //! **What is sent.** One JSON object per recipient, with **no content** — the relay does not
 //! put entry text into a third party's push service; the phone syncs to see what is new:
@@ -17,12 +26,15 @@
 //! `event` is `notebook`, `lane` or `mailbox`; `urgent` is true when the notebook change
 //! posted, edited or re-flagged a red entry (the "urgent" override).
 //!
-//! **Quiet hours** live in the relay config, school-local time given by
-//! `utc_offset_minutes`: the school's window (`[webhook] quiet_hours`) and per-member
-//! overrides (`[webhook.member_quiet_hours]`, by member id). A non-urgent notification that
-//! arrives inside the recipient's window is held until it ends; an urgent one is sent at once.
-//! (They are the admin's to set, not the member's: a member-written preferences record would
-//! need a roster or document change and is not implemented.)
+//! **Quiet hours are per recipient and set by the admin** in the relay config, school-local
+//! time given by `utc_offset_minutes`: the school's window (`[webhook] quiet_hours`) applies
+//! to every recipient without an override; `[webhook.member_quiet_hours]` gives one member
+//! (by member id) their own window, or `""` for none. A non-urgent notification that arrives
+//! inside *its recipient's* window is held until that window ends, while the same change is
+//! sent at once to a recipient whose window does not cover now; an urgent one is sent at once.
+//! Members cannot set their own quiet hours from the app yet: a member-written preferences
+//! record would need a roster or document change and is not implemented, so the admin edits
+//! the config and restarts the relay.
 //!
 //! **Never blocking sync.** The hub only calls `try_send` on a bounded queue
 //! (`[webhook] queue`): when it is full the notification is dropped and counted
