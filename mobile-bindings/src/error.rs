@@ -117,9 +117,11 @@ impl From<ClientError> for ApiError {
                 field: "invite_code".into(),
                 reason: i.to_string(),
             },
-            ClientError::NoRelayKnown => ApiError::InvalidState {
-                reason: e.to_string(),
-            },
+            ClientError::NoRelayKnown | ClientError::ShortCodeNeedsRelay => {
+                ApiError::InvalidState {
+                    reason: e.to_string(),
+                }
+            }
             other => ApiError::Internal {
                 detail: other.to_string(),
             },

@@ -14,7 +14,7 @@ use crate::classroom::Classroom;
 use crate::error::ApiError;
 use crate::ids::{parse, parse_opt};
 use crate::observer::{self, Dispatch, Forwarder, Observer, ObserverSlot};
-use crate::types::{ClassInfo, LanAdvert, Role, SyncStatus};
+use crate::types::{ClassInfo, InviteCodes, LanAdvert, Role, SyncStatus};
 
 /// How long an invite stays valid.
 const INVITE_VALID_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -111,38 +111,32 @@ impl Homeroom {
     /// Staff: invite someone to a class; returns the invite code (text, and what a QR code
     /// carries). `role` `Guardian` or `Committee` needs `family_id`; `SubjectTeacher`
     /// invites a co-teacher. Valid for seven days. The code names the relay this device syncs
-    /// with, so start sync once before inviting.
+    /// with, so start sync once before inviting. [`Homeroom::create_invite_codes`] also gives
+    /// the short code of the same invite.
     pub fn create_invite(
         &self,
         class_id: String,
         role: Role,
         family_id: Option<String>,
     ) -> Result<String, ApiError> {
-        let class: ClassId = parse("class_id", &class_id)?;
-        let family: Option<FamilyId> = parse_opt("family_id", family_id.as_deref())?;
-        let need_family = || {
-            family
-                .ok_or_else(|| ApiError::invalid("family_id", "a guardian invite names the family"))
-        };
-        let role = match role {
-            Role::Guardian => InviteRole::Guardian {
-                family: need_family()?,
-            },
-            Role::Committee => InviteRole::Committee {
-                family: need_family()?,
-            },
-            Role::SubjectTeacher => InviteRole::CoTeacher,
-            Role::HeadTeacher | Role::Admin => {
-                return Err(ApiError::invalid(
-                    "role",
-                    "invite guardians, committee members or subject teachers",
-                ));
-            }
-        };
-        Ok(self
-            .device
-            .create_invite(class, role, INVITE_VALID_FOR)?
-            .code)
+        Ok(self.invite(class_id, role, family_id)?.code)
+    }
+
+    /// Staff: [`Homeroom::create_invite`], returning both forms of the one invite: the long
+    /// code (the QR payload; names the class and the relay) and the short code a parent can
+    /// type (`XXXX-XXXX-XXXX`; works on a phone that already knows the school's relay).
+    pub fn create_invite_codes(
+        &self,
+        class_id: String,
+        role: Role,
+        family_id: Option<String>,
+    ) -> Result<InviteCodes, ApiError> {
+        let invite = self.invite(class_id, role, family_id)?;
+        Ok(InviteCodes {
+            code: invite.code,
+            short_code: invite.short_code,
+            expires_at_ms: invite.expires_at,
+        })
     }
 
     /// Staff: invite another device (a second phone) of an existing member; returns the code.
@@ -167,13 +161,47 @@ impl Homeroom {
     /// started with the relay named in the code.
     pub fn join(&self, invite_code: String, display_name: String) -> Result<String, ApiError> {
         let class = self.device.join(invite_code.trim(), &display_name)?;
-        if let Some(target) = self.device.relay_target() {
-            match self.sync_with(target) {
-                Ok(()) | Err(homeroom_client::ClientError::SyncState(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.sync_with_known_relay()?;
         Ok(class.to_hex())
+    }
+
+    /// Join with a short code (`XXXX-XXXX-XXXX`, typed by the user) as `display_name`,
+    /// through the relay this device already syncs with. Returns the invite's id at once; the
+    /// relay names the class in the background: the observer hears `joined(class_id)` (or
+    /// `join_failed`), or `invite_not_found(invite_id)` when the relay knows no such invite
+    /// for a minute. A mistyped code is `InvalidInput { field: "short_code" }`; a device that
+    /// knows no relay yet gets `InvalidState` (scan the QR code instead, or use
+    /// [`Homeroom::join_with_short_code_via`]).
+    pub fn join_with_short_code(
+        &self,
+        short_code: String,
+        display_name: String,
+    ) -> Result<String, ApiError> {
+        let invite = self
+            .device
+            .join_with_short_code(&short_code, &display_name)
+            .map_err(short_code_error)?;
+        self.sync_with_known_relay()?;
+        Ok(invite.to_hex())
+    }
+
+    /// [`Homeroom::join_with_short_code`] through the relay at `relay_address` with
+    /// certificate `cert_fingerprint` (what the school hands out once), which becomes this
+    /// device's relay if it has none; sync is started if it is not running.
+    pub fn join_with_short_code_via(
+        &self,
+        short_code: String,
+        display_name: String,
+        relay_address: String,
+        cert_fingerprint: String,
+    ) -> Result<String, ApiError> {
+        let target = relay_target(&relay_address, &cert_fingerprint)?;
+        let invite = self
+            .device
+            .join_with_short_code_via(&short_code, &display_name, &target)
+            .map_err(short_code_error)?;
+        self.sync_with_known_relay()?;
+        Ok(invite.to_hex())
     }
 
     /// A class on this device, to act on.
@@ -191,17 +219,7 @@ impl Homeroom {
         relay_address: String,
         cert_fingerprint: String,
     ) -> Result<(), ApiError> {
-        let addr: SocketAddr = relay_address.trim().parse().map_err(|_| {
-            ApiError::invalid(
-                "relay_address",
-                format!("{relay_address:?} is not an ip:port address"),
-            )
-        })?;
-        let mut fingerprint = [0u8; 32];
-        hex::decode_to_slice(cert_fingerprint.trim(), &mut fingerprint).map_err(|_| {
-            ApiError::invalid("cert_fingerprint", "expected 64 hex digits (SHA-256)")
-        })?;
-        self.sync_with(RelayTarget { addr, fingerprint })?;
+        self.sync_with(relay_target(&relay_address, &cert_fingerprint)?)?;
         Ok(())
     }
 
@@ -336,6 +354,49 @@ impl Homeroom {
         Ok(advert.into())
     }
 
+    /// Create an invite (both code forms); see [`Homeroom::create_invite`].
+    fn invite(
+        &self,
+        class_id: String,
+        role: Role,
+        family_id: Option<String>,
+    ) -> Result<homeroom_client::Invite, ApiError> {
+        let class: ClassId = parse("class_id", &class_id)?;
+        let family: Option<FamilyId> = parse_opt("family_id", family_id.as_deref())?;
+        let need_family = || {
+            family
+                .ok_or_else(|| ApiError::invalid("family_id", "a guardian invite names the family"))
+        };
+        let role = match role {
+            Role::Guardian => InviteRole::Guardian {
+                family: need_family()?,
+            },
+            Role::Committee => InviteRole::Committee {
+                family: need_family()?,
+            },
+            Role::SubjectTeacher => InviteRole::CoTeacher,
+            Role::HeadTeacher | Role::Admin => {
+                return Err(ApiError::invalid(
+                    "role",
+                    "invite guardians, committee members or subject teachers",
+                ));
+            }
+        };
+        Ok(self.device.create_invite(class, role, INVITE_VALID_FOR)?)
+    }
+
+    /// Start sync with the relay this device knows, unless it already runs (a join needs the
+    /// relay; a device that knows none waits for `start_sync`).
+    fn sync_with_known_relay(&self) -> Result<(), ApiError> {
+        if let Some(target) = self.device.relay_target() {
+            match self.sync_with(target) {
+                Ok(()) | Err(homeroom_client::ClientError::SyncState(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Sync with `target` over QUIC, falling back to TLS over TCP on the same port when QUIC
     /// does not connect within a few seconds (networks that block UDP), and back to QUIC
     /// when it can (docs/relay.md#tcp-fallback).
@@ -347,5 +408,27 @@ impl Homeroom {
             homeroom_client::Backoff::default(),
             Some(fallback),
         )
+    }
+}
+
+/// A relay's address ("ip:port") and certificate fingerprint (64 hex digits), checked.
+fn relay_target(relay_address: &str, cert_fingerprint: &str) -> Result<RelayTarget, ApiError> {
+    let addr: SocketAddr = relay_address.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            "relay_address",
+            format!("{relay_address:?} is not an ip:port address"),
+        )
+    })?;
+    let mut fingerprint = [0u8; 32];
+    hex::decode_to_slice(cert_fingerprint.trim(), &mut fingerprint)
+        .map_err(|_| ApiError::invalid("cert_fingerprint", "expected 64 hex digits (SHA-256)"))?;
+    Ok(RelayTarget { addr, fingerprint })
+}
+
+/// A short-code join's error: a bad code names the `short_code` field.
+fn short_code_error(e: homeroom_client::ClientError) -> ApiError {
+    match e {
+        homeroom_client::ClientError::Invite(i) => ApiError::invalid("short_code", i.to_string()),
+        other => other.into(),
     }
 }

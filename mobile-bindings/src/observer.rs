@@ -35,6 +35,10 @@ pub trait Observer: Send + Sync {
     fn join_failed(&self, class_id: String, reason: String);
     /// This device was revoked, or its member removed from the class.
     fn removed(&self, class_id: String);
+    /// The relay knows no invite for a short code this device joined with (a typo that
+    /// still passed the check character, or the inviting phone has not synced it yet);
+    /// `invite_id` is what `join_with_short_code` returned.
+    fn invite_not_found(&self, invite_id: String);
 }
 
 /// What the dispatcher thread receives.
@@ -159,7 +163,14 @@ pub(crate) fn run(
                     call("removed", || o.removed(class.to_hex()));
                 }
             }
-            // Events added to the client later (e.g. join outcomes) are not forwarded yet.
+            DeviceEvent::InviteNotFound { invite } => {
+                if let Some(o) = observer {
+                    call("invite_not_found", || o.invite_not_found(invite.to_hex()));
+                }
+            }
+            // The class of a short code is known: `joined` or `join_failed` follows.
+            DeviceEvent::InviteFound { .. } => {}
+            // Events added to the client later are not forwarded yet.
             #[allow(unreachable_patterns)]
             _ => {}
         }

@@ -17,6 +17,9 @@ pub enum DeliveryState {
     Delivered,
     /// Written by another device (received from the relay).
     NotLocal,
+    /// Refused by the relay (written offline after this device was revoked, say): removed
+    /// from this device and never delivered; `change_rejected` reported it.
+    Rejected,
 }
 
 impl From<ClientDelivery> for DeliveryState {
@@ -25,6 +28,7 @@ impl From<ClientDelivery> for DeliveryState {
             ClientDelivery::SavedLocally => DeliveryState::SavedLocally,
             ClientDelivery::Delivered => DeliveryState::Delivered,
             ClientDelivery::NotLocal => DeliveryState::NotLocal,
+            ClientDelivery::Rejected => DeliveryState::Rejected,
         }
     }
 }
@@ -160,6 +164,18 @@ impl From<ClientStatus> for SyncStatus {
             lan_peers: s.lan_peers.iter().map(|d| d.to_hex()).collect(),
         }
     }
+}
+
+/// Both forms of one invite ([`crate::Homeroom::create_invite_codes`]).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct InviteCodes {
+    /// The long code: what the QR code carries; names the class, the relay and its
+    /// certificate, so it works on a brand-new phone.
+    pub code: String,
+    /// The short code (`XXXX-XXXX-XXXX`) to type on a phone that already knows the relay.
+    pub short_code: String,
+    /// When the invite expires (ms since the Unix epoch).
+    pub expires_at_ms: i64,
 }
 
 /// What this device announces on the LAN while LAN sync runs: another device that cannot

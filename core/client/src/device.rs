@@ -30,6 +30,10 @@ pub enum DeliveryState {
     Delivered,
     /// Not a local edit of this device (or unknown).
     NotLocal,
+    /// The relay refused it (e.g. written offline after this device was revoked): it was
+    /// removed from this device's documents and kept in its audit table; it will never
+    /// arrive. [`DeviceEvent::Rejected`] said so when it happened.
+    Rejected,
 }
 
 /// What the app is told, through [`DeviceObserver`].
@@ -1004,11 +1008,15 @@ impl Device {
             return Ok(DeliveryState::NotLocal);
         };
         g.items.insert(item, (doc, hash));
-        Ok(if g.node.replica().is_delivered(&doc, &hash) {
-            DeliveryState::Delivered
-        } else {
-            DeliveryState::SavedLocally
-        })
+        if g.node.replica().is_delivered(&doc, &hash) {
+            return Ok(DeliveryState::Delivered);
+        }
+        // Not delivered: still waiting, or refused (then it is in the audit table).
+        g.flush_received()?;
+        if g.store.rejected(&doc)?.iter().any(|r| r.hash == hash) {
+            return Ok(DeliveryState::Rejected);
+        }
+        Ok(DeliveryState::SavedLocally)
     }
 }
 

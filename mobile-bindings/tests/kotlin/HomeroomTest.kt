@@ -91,6 +91,8 @@ class Recorder : Observer {
     val joinFailures: MutableList<String> = Collections.synchronizedList(mutableListOf())
     override fun joinFailed(classId: String, reason: String) { joinFailures.add(reason) }
     override fun removed(classId: String) { }
+    val notFound: MutableList<String> = Collections.synchronizedList(mutableListOf())
+    override fun inviteNotFound(inviteId: String) { notFound.add(inviteId) }
 }
 
 fun entry(title: String, text: String) =

@@ -36,7 +36,7 @@ class Recorder(Observer):
     def __init__(self):
         self.lock = threading.Lock()
         self.changed_ids, self.delivered_ids, self.bookings, self.rejected, self.connection = [], [], [], [], []
-        self.joined_ids, self.join_failures, self.removed_ids = [], [], []
+        self.joined_ids, self.join_failures, self.removed_ids, self.not_found = [], [], [], []
 
     def class_changed(self, class_id):
         with self.lock:
@@ -69,6 +69,10 @@ class Recorder(Observer):
     def removed(self, class_id):
         with self.lock:
             self.removed_ids.append(class_id)
+
+    def invite_not_found(self, invite_id):
+        with self.lock:
+            self.not_found.append(invite_id)
 
 
 def entry(title, text):
@@ -477,10 +481,8 @@ def test_a_change_written_offline_by_a_revoked_phone_is_rejected(relay, tmp_path
     assert err.value.class_id == class_id
     # ...the refused signature is not waiting to be sent any more, and B can write nothing.
     wait_for("B has nothing pending", lambda: b.sync_status().pending == 0)
-    # The client keeps no "rejected" delivery state: the id still maps to the dropped change,
-    # which is never acknowledged, so it reads SavedLocally (apps learn of the refusal from
-    # `change_rejected` / `removed`, not from the item's state).
-    assert bc.delivery_state(sig) == DeliveryState.SAVED_LOCALLY
+    # The refused signature reads Rejected: it will never arrive.
+    assert bc.delivery_state(sig) == DeliveryState.REJECTED
     with pytest.raises((ApiError.NotAMember, ApiError.NotAllowed)):
         bc.sign(posted.entry_id)
     # The teacher never sees it.
@@ -488,6 +490,45 @@ def test_a_change_written_offline_by_a_revoked_phone_is_rejected(relay, tmp_path
     assert the_entry(cls, posted.entry_id).signatures == []
     teacher.stop_sync()
     b.stop_sync()
+
+
+def test_a_parent_joins_by_typing_the_short_code(relay, tmp_path):
+    """One invite, two forms: the long code (QR) and a short code a parent types on a phone
+    that knows the school's relay; a typo is caught on the phone, naming the field."""
+    teacher = Homeroom.open(str(tmp_path / "teacher"))
+    parent = Homeroom.open(str(tmp_path / "parent"))
+    class_id = teacher.create_class("Class 2A", "Ms Ortiz")
+    cls = teacher.classroom(class_id)
+    posted = cls.post_entry(entry("Welcome", "Hello families"))
+    teacher.start_sync(relay.address, relay.fingerprint)
+    family = cls.add_family("Family Ruiz")
+    codes = teacher.create_invite_codes(class_id, Role.GUARDIAN, family)
+    assert codes.code.startswith("HR") and len(codes.short_code) == 14, codes
+    assert codes.short_code[4] == "-" and codes.short_code[9] == "-"
+    assert codes.expires_at_ms > int(time.time() * 1000)
+
+    # A phone that knows no relay cannot use a short code alone.
+    with pytest.raises(ApiError.InvalidState):
+        parent.join_with_short_code(codes.short_code, "Rosa")
+    # One wrong character is caught by the check character.
+    typo = ("1" if codes.short_code[0] != "1" else "2") + codes.short_code[1:]
+    with pytest.raises(ApiError.InvalidInput) as err:
+        parent.join_with_short_code_via(typo, "Rosa", relay.address, relay.fingerprint)
+    assert err.value.field == "short_code"
+
+    events = Recorder()
+    parent.set_observer(events)
+    # Typed sloppily: lower case, no dashes.
+    invite_id = parent.join_with_short_code_via(
+        codes.short_code.replace("-", "").lower(), "Rosa", relay.address, relay.fingerprint)
+    assert len(invite_id) == 64
+    wait_for("the parent joins the class", lambda: events.joined_ids == [class_id], timeout=60)
+    pc = parent.classroom(class_id)
+    wait_for("the parent reads the notebook", lambda: [e.id for e in pc.entries()] == [posted.entry_id])
+    assert [c.membership for c in parent.classes()] == [Membership.MEMBER()]
+    assert events.not_found == [] and events.join_failures == []
+    teacher.stop_sync()
+    parent.stop_sync()
 
 
 MDNS_GROUP = "224.0.0.251"
