@@ -982,10 +982,11 @@ impl SyncNode {
             }
         };
         let had_changes = !incoming.is_empty();
-        let outcome = if side == Some(Side::Peer) {
-            self.peer_ingest(sid, &doc, &message, incoming, now)?
-        } else {
-            self.replica.ingest(&doc, incoming, now)?
+        let outcome = match side {
+            Some(Side::Peer) => self.peer_ingest(sid, &doc, &message, incoming, now)?,
+            // A device's session with its relay: see `Replica::ingest_from_relay`.
+            Some(Side::Device) => self.replica.ingest_from_relay(&doc, incoming, now)?,
+            _ => self.replica.ingest(&doc, incoming, now)?,
         };
         // We applied (or refused) the changes ourselves: hand automerge the rest of the message.
         // Without the peer's flags automerge never learns it "supports V2", so we only ever
