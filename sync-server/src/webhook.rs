@@ -6,9 +6,9 @@
 //! roster's active members with an active device who may read that document, minus the member
 //! who sent the change:
 //!
-//! - notebook (`event: "notebook"`): every member of the class. A booking decision is written
-//!   to the notebook, so the requesting family is pinged — and so is everyone else (the hook
-//!   does not look inside the change to narrow it to the family decided);
+//! - notebook (`event: "notebook"`): every member of the class; but a change that only
+//!   decided booking requests or duty claims (`decisions/…`, read from the newest change by
+//!   `events::decisions_in_newest_change`) pings only the guardians of the families decided;
 //! - a family's lane (`"lane"`): staff and that family's guardians;
 //! - a family's mailbox (`"mailbox"`): the school's admins (the principal) and that family's
 //!   guardians; class teachers do not read the mailbox and are not pinged.
@@ -51,6 +51,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use homeroom_core::automerge::Automerge;
 use homeroom_core::entries::{Urgency, entries_in_newest_change, read_entry};
+use homeroom_core::events::decisions_in_newest_change;
 use homeroom_core::roster::RosterIndex;
 use homeroom_core::{DeviceId, DocId, DocKind, MemberId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -151,7 +152,22 @@ impl Notifier {
         };
         let urgent = doc.kind == DocKind::Notebook && content.is_some_and(wrote_a_red_entry);
         let sender_member = sender.and_then(|d| roster.member_of(&d)).map(|m| m.id);
+        // A notebook change that only decided bookings (or duty claims) is news for the
+        // families that asked, not for the whole class.
+        let only_families = match content {
+            Some(c) if doc.kind == DocKind::Notebook => {
+                let decided = decisions_in_newest_change(c);
+                decided.only_decisions.then_some(decided.families)
+            }
+            _ => None,
+        };
         for n in recipients(roster, &doc.kind, sender_member) {
+            if let Some(families) = &only_families {
+                let member = roster.members.get(&n.0);
+                if !member.is_some_and(|m| families.iter().any(|f| m.is_guardian_of(f))) {
+                    continue;
+                }
+            }
             self.notify(Notification {
                 event,
                 doc,

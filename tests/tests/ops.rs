@@ -1159,6 +1159,18 @@ async fn webhook_notifies_the_family_when_its_booking_is_decided() -> Result<()>
             })
     })
     .await?;
+    // A decision is news for the family that asked, not for the whole class: the other
+    // family is not pinged (it was, before: every member got a notebook POST).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let others: Vec<serde_json::Value> = hook.delivered()[before..]
+        .iter()
+        .filter(|b| b["member_name"] == "Parent 1")
+        .cloned()
+        .collect();
+    assert!(
+        others.is_empty(),
+        "another family was notified of the decision: {others:?}"
+    );
     Ok(())
 }
 

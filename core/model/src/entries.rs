@@ -758,56 +758,11 @@ pub fn read_entries(doc: &impl ReadDoc) -> Result<Vec<Entry>, ModelError> {
 /// reacts to "what just arrived" on every edit (the relay's notification webhook). Among
 /// concurrent heads only those with the newest timestamp count: an older head is not news.
 pub fn entries_in_newest_change(doc: &automerge::Automerge) -> Vec<ItemId> {
-    use automerge::Prop;
-    use automerge::legacy::{Key, ObjectId};
     let Ok(entries) = top_map(doc, "entries") else {
         return Vec::new();
     };
-    let heads: Vec<automerge::Change> = doc
-        .get_heads()
-        .iter()
-        .filter_map(|h| doc.get_change_by_hash(h))
-        .collect();
-    let Some(newest) = heads.iter().map(automerge::Change::timestamp).max() else {
-        return Vec::new();
-    };
-    let mut out = BTreeSet::new();
-    for change in heads.iter().filter(|c| c.timestamp() == newest) {
-        // A change lists each object's ops together: look each object's parent up once.
-        let mut previous: Option<ObjId> = None;
-        for op in change.decode().operations {
-            let ObjectId::Id(id) = &op.obj else {
-                continue;
-            };
-            // The actor index is only a hint: automerge looks the actor up when it differs.
-            let obj = ObjId::Id(id.0, id.1.clone(), 0);
-            let key = if obj == entries {
-                // A new entry: the op puts its map into `entries`.
-                match &op.key {
-                    Key::Map(k) => Some(k.to_string()),
-                    Key::Seq(_) => None,
-                }
-            } else if previous.as_ref() == Some(&obj) {
-                None
-            } else {
-                // A field of an entry (urgency, a revision): the entry's map sits in `entries`.
-                let parent =
-                    doc.parents(&obj)
-                        .ok()
-                        .and_then(|mut p| p.next())
-                        .and_then(|p| match p.prop {
-                            Prop::Map(k) if p.obj == entries => Some(k),
-                            _ => None,
-                        });
-                previous = Some(obj);
-                parent
-            };
-            if let Some(entry) = key.as_deref().and_then(item_id_from_hex) {
-                out.insert(entry);
-            }
-        }
-    }
-    out.into_iter().collect()
+    let (items, _) = crate::values::items_in_newest_change(doc, &entries);
+    items.iter().filter_map(|k| item_id_from_hex(k)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

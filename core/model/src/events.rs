@@ -1032,3 +1032,40 @@ fn slots_of(resources: &BTreeMap<ItemId, Resource>, ledger: &Ledger, event: Item
 fn count<T>(v: Option<&Vec<T>>) -> u32 {
     v.map_or(0, |v| u32::try_from(v.len()).unwrap_or(u32::MAX))
 }
+
+/// What the newest change of a notebook decided: the families whose booking requests (or duty
+/// claims) it decided, and whether it wrote anything besides decisions. The relay's webhook
+/// pings only those families for a change that only decided (`only_decisions`): a decision
+/// is news for the family that asked, not for the whole class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewestDecisions {
+    /// The families named by the decisions the newest change wrote.
+    pub families: std::collections::BTreeSet<FamilyId>,
+    /// Whether the newest change wrote decisions and nothing else.
+    pub only_decisions: bool,
+}
+
+/// [`NewestDecisions`] of `doc` (a notebook). Reads only the objects the newest change (the
+/// heads with the latest timestamp) touched, like [`crate::entries::entries_in_newest_change`],
+/// so its cost does not grow with the notebook.
+pub fn decisions_in_newest_change(doc: &automerge::Automerge) -> NewestDecisions {
+    let Ok(decisions) = top_map(doc, "decisions") else {
+        return NewestDecisions::default();
+    };
+    let (ids, other) = crate::values::items_in_newest_change(doc, &decisions);
+    let mut families = std::collections::BTreeSet::new();
+    for id in &ids {
+        let family = map_at(doc, &decisions, id)
+            .ok()
+            .flatten()
+            .and_then(|obj| get_str(doc, &obj, "family").ok().flatten())
+            .and_then(|s| s.parse::<FamilyId>().ok());
+        if let Some(f) = family {
+            families.insert(f);
+        }
+    }
+    NewestDecisions {
+        only_decisions: !other && !families.is_empty(),
+        families,
+    }
+}

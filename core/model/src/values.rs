@@ -421,3 +421,66 @@ pub(crate) fn item_id_from_hex(s: &str) -> Option<crate::ids::ItemId> {
     }
     (invalid & 0xf0 == 0).then(|| crate::ids::ItemId(value.to_be_bytes()))
 }
+
+/// The keys of `top`'s items (the maps directly in the top-level map `top`) that the newest
+/// change at `doc`'s heads wrote to (created, or wrote a field of), and whether it wrote
+/// anything outside them. Among concurrent heads only those with the newest timestamp count.
+/// Costs the size of that change, not of the document: for code that reacts to "what just
+/// arrived" (the relay's webhook).
+pub(crate) fn items_in_newest_change(
+    doc: &automerge::Automerge,
+    top: &ObjId,
+) -> (std::collections::BTreeSet<String>, bool) {
+    use automerge::Prop;
+    use automerge::legacy::{Key, ObjectId};
+    let mut items = std::collections::BTreeSet::new();
+    let mut other = false;
+    let heads: Vec<automerge::Change> = doc
+        .get_heads()
+        .iter()
+        .filter_map(|h| doc.get_change_by_hash(h))
+        .collect();
+    let Some(newest) = heads.iter().map(automerge::Change::timestamp).max() else {
+        return (items, other);
+    };
+    for change in heads.iter().filter(|c| c.timestamp() == newest) {
+        // A change lists each object's ops together: look each object's parent up once.
+        let mut previous: Option<(ObjId, Option<String>)> = None;
+        for op in change.decode().operations {
+            let ObjectId::Id(id) = &op.obj else {
+                other = true;
+                continue;
+            };
+            // The actor index is only a hint: automerge looks the actor up when it differs.
+            let obj = ObjId::Id(id.0, id.1.clone(), 0);
+            let item = if obj == *top {
+                // A new item: the op puts its map into `top`.
+                match &op.key {
+                    Key::Map(k) => Some(k.to_string()),
+                    Key::Seq(_) => None,
+                }
+            } else if let Some((_, item)) = previous.as_ref().filter(|(o, _)| *o == obj) {
+                item.clone()
+            } else {
+                // A field of an item: the item's map sits in `top`.
+                let parent =
+                    doc.parents(&obj)
+                        .ok()
+                        .and_then(|mut p| p.next())
+                        .and_then(|p| match p.prop {
+                            Prop::Map(k) if p.obj == *top => Some(k),
+                            _ => None,
+                        });
+                previous = Some((obj, parent.clone()));
+                parent
+            };
+            match item {
+                Some(k) => {
+                    items.insert(k);
+                }
+                None => other = true,
+            }
+        }
+    }
+    (items, other)
+}
