@@ -431,6 +431,13 @@ impl Device {
         let key = core_invite::invite_key(&secret);
         let id = key.device_id();
         let valid_ms = i64::try_from(valid_for.as_millis()).unwrap_or(i64::MAX / 2);
+        let code = |expires_at| InviteCode {
+            class,
+            secret,
+            relays: relays.clone(),
+            fingerprint: target.fingerprint,
+            expires_at,
+        };
         // Whole seconds: that is what the code carries.
         let expires_at = now_ms().saturating_add(valid_ms) / 1000 * 1000;
         let roster = self.roster(class)?;
@@ -455,14 +462,7 @@ impl Device {
                 g.node.write_self_invite(class, id, expires_at, now_ms())?;
                 g.pump()?;
             }
-            let code = InviteCode {
-                class,
-                secret,
-                relays,
-                fingerprint: target.fingerprint,
-                expires_at,
-            };
-            return Ok(invite_for(role, &short, id, &code));
+            return Ok(invite_for(role, &short, id, &code(expires_at)));
         }
         self.edit(DocId::new(class, DocKind::Roster), |tx, actor, _| {
             actor.require_staff()?;
@@ -492,14 +492,7 @@ impl Device {
             }
             roster::write_invite(tx, id, role, expires_at, actor.device, actor.now)
         })?;
-        let code = InviteCode {
-            class,
-            secret,
-            relays,
-            fingerprint: target.fingerprint,
-            expires_at,
-        };
-        Ok(invite_for(role, &short, id, &code))
+        Ok(invite_for(role, &short, id, &code(expires_at)))
     }
 
     /// Join a class with an invite code. Does not touch the network: the code is checked
