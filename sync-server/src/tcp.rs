@@ -89,8 +89,13 @@ async fn serve(
 ) {
     // Held until the session ends: the connection's slot and its count in the metrics.
     let _slot = slot;
-    let stream = match tokio::time::timeout(settings.handshake_timeout, accept_tcp(tls, tcp)).await
-    {
+    // Boxed: the handshake's state (rustls's whole handshake machine) would otherwise stay
+    // part of this task's future — its size — for the connection's whole life.
+    let handshake = Box::pin(tokio::time::timeout(
+        settings.handshake_timeout,
+        accept_tcp(tls, tcp),
+    ));
+    let stream = match handshake.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!(error = %e, "TLS handshake failed");
@@ -117,7 +122,7 @@ async fn serve(
         outbound: out_tx,
         kill: kill_tx,
     };
-    if hub.send(opened).await.is_err() {
+    if Box::pin(hub.send(opened)).await.is_err() {
         return;
     }
     tracing::debug!("TCP connection registered");
@@ -125,13 +130,12 @@ async fn serve(
     let mut send = FrameWriter::new(w, settings.max_frame);
     let mut recv = FrameReader::new(r, settings.max_frame);
     let reason = pump(&mut send, &mut recv, &hub, id, addr, out_rx, kill_rx).await;
-    let _ = hub
-        .send(HubInput::Closed {
-            conn: id,
-            reason: reason.clone(),
-        })
-        .await;
-    send.finish().await;
+    let _ = Box::pin(hub.send(HubInput::Closed {
+        conn: id,
+        reason: reason.clone(),
+    }))
+    .await;
+    Box::pin(send.finish()).await;
     tracing::debug!(%reason, "TCP connection closed");
 }
 
@@ -170,18 +174,28 @@ async fn pump(
             },
             received = recv.recv() => match received {
                 Ok(Some(msg)) => {
-                    if hub.send(HubInput::Received { conn: id, msg }).await.is_err() {
+                    let input = HubInput::Received { conn: id, msg };
+                    // Usually the hub's inbox has room; waiting for room is the rare case
+                    // (boxed, so this task's future stays small while idle).
+                    let sent = match hub.try_send(input) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(input)) => {
+                            Box::pin(hub.send(input)).await.map_err(drop)
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    };
+                    if sent.is_err() {
                         return "relay shutting down".into();
                     }
                 }
                 Ok(None) => return "peer finished".into(),
                 Err(TransportError::Frame(FrameError::UnknownMessage { tag })) => {
                     tracing::warn!(peer = %addr, tag, "skipping a frame of unknown message kind");
-                    let _ = send.send(&Message::Error {
+                    let _ = Box::pin(send.send(&Message::Error {
                         code: ErrorCode::UnexpectedMessage,
                         detail: format!("unknown message tag {tag}"),
                         fatal: false,
-                    }).await;
+                    })).await;
                 }
                 Err(e) => {
                     let code = match &e {
@@ -190,10 +204,10 @@ async fn pump(
                         other => return format!("connection lost: {other}"),
                     };
                     tracing::warn!(peer = %addr, error = %e, "undecodable frame: closing this TCP connection");
-                    let _ = tokio::time::timeout(
+                    let _ = Box::pin(tokio::time::timeout(
                         std::time::Duration::from_secs(1),
                         send.send(&Message::Error { code, detail: e.to_string(), fatal: true }),
-                    ).await;
+                    )).await;
                     return e.to_string();
                 }
             },

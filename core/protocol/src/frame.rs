@@ -112,6 +112,20 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer to read received bytes into, in place, with room for at least `want` more
+    /// (decoded bytes are released first). A reader must only **append** to it (e.g. tokio's
+    /// `read_buf`); this saves a separate read buffer and its copy. Give `want` from
+    /// [`Decoded::NeedMore`] (capped by the caller) so an idle connection, waiting for the next
+    /// header, holds a few bytes rather than a read buffer's worth.
+    pub fn read_buffer(&mut self, want: usize) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(want);
+        &mut self.buf
+    }
+
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -198,6 +212,28 @@ pub(crate) fn decode_one(buf: &[u8], max: usize) -> Result<(Decoded, usize), Fra
 mod tests {
     use super::*;
     use crate::message::{ErrorCode, Message};
+
+    #[test]
+    fn read_buffer_keeps_undecoded_bytes_and_makes_room() {
+        let msg = |detail: &str| Message::Error {
+            code: ErrorCode::Internal,
+            detail: detail.into(),
+            fatal: false,
+        };
+        let first = encode_frame(&msg("one"), DEFAULT_MAX_FRAME).unwrap();
+        let second = encode_frame(&msg("two"), DEFAULT_MAX_FRAME).unwrap();
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        d.push(&first);
+        d.push(&second[..3]);
+        assert_eq!(d.next_message().unwrap(), Decoded::Message(msg("one")));
+        // What the reader appends lands after the undecoded part of the second frame.
+        let buf = d.read_buffer(100);
+        assert_eq!(buf.as_slice(), &second[..3]);
+        assert!(buf.capacity() - buf.len() >= 100);
+        buf.extend_from_slice(&second[3..]);
+        assert_eq!(d.next_message().unwrap(), Decoded::Message(msg("two")));
+        assert_eq!(d.buffered(), 0);
+    }
 
     #[test]
     fn round_trip_split_anywhere() {

@@ -227,14 +227,27 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 /// Reads frames from any byte stream, enforcing the size limit before buffering a body.
+///
+/// Memory: it reads straight into its decoder's buffer, asking for no more than the frame in
+/// progress still needs (at most 64 KiB per read), and drops that buffer whenever no partial
+/// frame is pending — an idle connection waiting for the next header holds a few bytes here,
+/// not a read buffer (as [`FramedRecv`](crate::FramedRecv) over QUIC).
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     decoder: FrameDecoder,
-    buf: Vec<u8>,
+    max_frame: usize,
     /// Bytes read so far.
     pub bytes: u64,
 }
+
+/// The most a [`FrameReader`] reads ahead in one call: a large frame arrives in reads of up to
+/// this size, never more than it announced.
+const READ_AHEAD_MAX: usize = 64 * 1024;
+
+/// The least a [`FrameReader`] asks for: small frames that follow each other in one TLS record
+/// are read together rather than header by header.
+const READ_AT_LEAST: usize = 64;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wrap a reader.
@@ -242,21 +255,28 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self {
             inner,
             decoder: FrameDecoder::new(max_frame),
-            buf: vec![0u8; 64 * 1024],
+            max_frame,
             bytes: 0,
         }
     }
 
     /// The next message; `Ok(None)` when the peer ended the stream cleanly between frames.
-    /// Cancel-safe: bytes read are kept in the decoder.
+    /// Cancel-safe: bytes read are kept in the decoder (`read_buf` appends only what one poll
+    /// read).
     pub async fn recv(&mut self) -> Result<Option<Message>, TransportError> {
         loop {
-            if let Decoded::Message(m) = self.decoder.next_message()? {
-                return Ok(Some(m));
+            let want = match self.decoder.next_message()? {
+                Decoded::Message(m) => return Ok(Some(m)),
+                Decoded::NeedMore(n) => n.clamp(READ_AT_LEAST, READ_AHEAD_MAX),
+            };
+            if self.decoder.buffered() == 0 {
+                // Nothing pending: release the decode buffer (it keeps the capacity of the
+                // largest frame seen) before waiting, maybe for hours.
+                self.decoder = FrameDecoder::new(self.max_frame);
             }
             let n = self
                 .inner
-                .read(&mut self.buf)
+                .read_buf(self.decoder.read_buffer(want))
                 .await
                 .map_err(|source| TransportError::Io {
                     what: "read frame".into(),
@@ -271,7 +291,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 });
             }
             self.bytes += n as u64;
-            self.decoder.push(&self.buf[..n]);
         }
     }
 }
@@ -389,6 +408,36 @@ mod tests {
             w.send(&big).await,
             Err(TransportError::Frame(FrameError::TooLarge { .. }))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_one_read_ahead_arrives_whole() {
+        // 200 KB: more than the reader's 64 KiB read-ahead, through a 1 KiB pipe.
+        let (a, b) = tokio::io::duplex(1024);
+        let mut w = FrameWriter::new(a, 512 * 1024);
+        let mut r = FrameReader::new(b, 512 * 1024);
+        let big = Message::Error {
+            code: homeroom_protocol::ErrorCode::Internal,
+            detail: "x".repeat(200_000),
+            fatal: false,
+        };
+        let small = Message::Welcome {
+            version: 1,
+            relay_time: 9,
+        };
+        let sent = vec![big, small];
+        let to_send = sent.clone();
+        let writer = tokio::spawn(async move {
+            for m in &to_send {
+                w.send(m).await.unwrap();
+            }
+            w.finish().await;
+        });
+        for m in sent {
+            assert_eq!(r.recv().await.unwrap(), Some(m));
+        }
+        assert_eq!(r.recv().await.unwrap(), None);
+        writer.await.unwrap();
     }
 
     #[tokio::test]
