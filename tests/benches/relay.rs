@@ -1186,6 +1186,8 @@ fn w4(rt: &tokio::runtime::Runtime, relay: &Relay, class: Class) -> Result<W4> {
 // W6: many idle devices
 
 struct W6 {
+    /// "QUIC" or "TCP" (the TLS-over-TCP fallback).
+    transport: &'static str,
     target: usize,
     connected: usize,
     failed: usize,
@@ -1198,85 +1200,150 @@ struct W6 {
     idle_cpu_pct: f64,
 }
 
+/// How a W6 device reaches the relay.
+#[derive(Clone)]
+enum IdleLink {
+    /// QUIC, every device on the one shared client endpoint.
+    Quic(quinn::Endpoint, SocketAddr),
+    /// The relay's TLS-over-TCP fallback listener.
+    Tcp(SocketAddr),
+}
+
+/// Run a fresh device's session over `pipe` until it is welcomed and the relay has been quiet
+/// for 300 ms (synced); the engine is then dropped, the pipe kept.
+async fn sync_until_quiet(
+    node: &mut SyncNode,
+    sid: SessionId,
+    pipe: &mut impl FramePipe,
+) -> Result<()> {
+    let mut welcomed = false;
+    loop {
+        while node
+            .poll_write()
+            .map(|w| node.handle_write_done(w.id))
+            .is_some()
+        {}
+        while let Some((_, m)) = node.poll_transmit() {
+            pipe.send_msg(&m).await?;
+        }
+        if let Some((_, reason)) = node.poll_close() {
+            bail!("engine closed the session: {reason}");
+        }
+        while node.poll_event().is_some() {}
+        let wait = if welcomed {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(20)
+        };
+        match tokio::time::timeout(wait, pipe.recv_msg()).await {
+            Err(_) if welcomed => return Ok(()),
+            Err(_) => bail!("no Welcome within 20 s"),
+            Ok(Ok(Some(m))) => {
+                if let Message::Error { detail, .. } = &m {
+                    bail!("relay error: {detail}");
+                }
+                welcomed |= matches!(m, Message::Welcome { .. });
+                node.handle_message(now_ms(), sid, m)?;
+            }
+            Ok(Ok(None)) => bail!("relay finished the stream"),
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Wait on an idle pipe until the relay ends it or `stop` changes.
+async fn hold_idle(pipe: &mut impl FramePipe, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            m = pipe.recv_msg() => if !matches!(m, Ok(Some(_))) { break },
+            _ = stop.changed() => break,
+        }
+    }
+}
+
 async fn idle_device(
-    ep: quinn::Endpoint,
-    addr: SocketAddr,
+    link: IdleLink,
     fp: [u8; 32],
     secret: [u8; 32],
     mut stop: tokio::sync::watch::Receiver<bool>,
     ready: tokio::sync::oneshot::Sender<Result<()>>,
 ) {
-    let setup = async {
+    let fresh_node = || -> Result<SyncNode> {
         let replica = Replica::device(
             DeviceKey::from_secret(secret),
             [secret[0]; 8],
             Box::new(MemorySource::default()),
             Limits::default(),
         )?;
-        let mut node = SyncNode::new(replica);
-        let conn =
-            tokio::time::timeout(Duration::from_secs(20), ep.connect(addr, "homeroom-relay")?)
+        Ok(SyncNode::new(replica))
+    };
+    match link {
+        IdleLink::Quic(ep, addr) => {
+            let setup = async {
+                let mut node = fresh_node()?;
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(20),
+                    ep.connect(addr, "homeroom-relay")?,
+                )
                 .await
                 .context("QUIC handshake timed out")??;
-        let (s, r) = conn.open_bi().await?;
-        let mut send = FramedSend::new(s, DEFAULT_MAX_FRAME);
-        let mut recv = FramedRecv::new(r, DEFAULT_MAX_FRAME);
-        let sid = node.connect(now_ms(), exporter(&conn)?, fp)?;
-        let mut welcomed = false;
-        loop {
-            while node
-                .poll_write()
-                .map(|w| node.handle_write_done(w.id))
-                .is_some()
-            {}
-            while let Some((_, m)) = node.poll_transmit() {
-                send.send(&m).await?;
-            }
-            if let Some((_, reason)) = node.poll_close() {
-                bail!("engine closed the session: {reason}");
-            }
-            while node.poll_event().is_some() {}
-            let wait = if welcomed {
-                Duration::from_millis(300)
-            } else {
-                Duration::from_secs(20)
+                let (s, r) = conn.open_bi().await?;
+                let mut pipe = QuicPipe(
+                    FramedSend::new(s, DEFAULT_MAX_FRAME),
+                    FramedRecv::new(r, DEFAULT_MAX_FRAME),
+                );
+                let sid = node.connect(now_ms(), exporter(&conn)?, fp)?;
+                sync_until_quiet(&mut node, sid, &mut pipe).await?;
+                // Synced and idle: drop the engine, keep the connection (quinn keeps it alive).
+                Ok::<_, anyhow::Error>((conn, pipe))
             };
-            match tokio::time::timeout(wait, recv.recv()).await {
-                Err(_) if welcomed => break,
-                Err(_) => bail!("no Welcome within 20 s"),
-                Ok(Ok(Some(m))) => {
-                    if let Message::Error { detail, .. } = &m {
-                        bail!("relay error: {detail}");
-                    }
-                    welcomed |= matches!(m, Message::Welcome { .. });
-                    node.handle_message(now_ms(), sid, m)?;
+            match setup.await {
+                Err(e) => {
+                    let _ = ready.send(Err(e));
                 }
-                Ok(Ok(None)) => bail!("relay finished the stream"),
-                Ok(Err(e)) => return Err(e.into()),
-            }
-        }
-        // Synced and idle: drop the engine, keep the connection (quinn keeps it alive).
-        drop(node);
-        Ok::<_, anyhow::Error>((conn, send, recv))
-    };
-    match setup.await {
-        Err(e) => {
-            let _ = ready.send(Err(e));
-        }
-        Ok((conn, _send, mut recv)) => {
-            let _ = ready.send(Ok(()));
-            loop {
-                tokio::select! {
-                    m = recv.recv() => if !matches!(m, Ok(Some(_))) { break },
-                    _ = stop.changed() => break,
+                Ok((conn, mut pipe)) => {
+                    let _ = ready.send(Ok(()));
+                    hold_idle(&mut pipe, &mut stop).await;
+                    conn.close(0u32.into(), b"bye");
                 }
             }
-            conn.close(0u32.into(), b"bye");
+        }
+        IdleLink::Tcp(addr) => {
+            let setup = async {
+                let mut node = fresh_node()?;
+                let stream = connect_tcp(addr, fp, Duration::from_secs(20)).await?;
+                let exp = tcp_exporter(&stream)?;
+                let (r, w) = tokio::io::split(stream);
+                let mut pipe = TcpPipe(
+                    FrameWriter::new(w, DEFAULT_MAX_FRAME),
+                    FrameReader::new(r, DEFAULT_MAX_FRAME),
+                );
+                let sid = node.connect(now_ms(), exp, fp)?;
+                sync_until_quiet(&mut node, sid, &mut pipe).await?;
+                Ok::<_, anyhow::Error>(pipe)
+            };
+            match setup.await {
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+                Ok(mut pipe) => {
+                    let _ = ready.send(Ok(()));
+                    hold_idle(&mut pipe, &mut stop).await;
+                    pipe.0.finish().await;
+                }
+            }
         }
     }
 }
 
-fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration) -> Result<W6> {
+/// W6 over QUIC, or (`tcp`) over the relay's TLS-over-TCP fallback.
+fn w6(
+    rt: &tokio::runtime::Runtime,
+    base: &Path,
+    target: usize,
+    budget: Duration,
+    tcp: bool,
+) -> Result<W6> {
     let config = format!("max_connections = {}\n", target + 500);
     let relay = Relay::start(&base.join("relay"), Some(&config))?;
     let run: [u8; 16] = *blake3::hash(format!("{:?}", SystemTime::now()).as_bytes())
@@ -1342,6 +1409,11 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
     let t_conn = Instant::now();
     let (ep, stop_reason) = rt.block_on(async {
         let ep = client_endpoint(fp)?;
+        let link = match (tcp, relay.tcp_addr) {
+            (false, _) => IdleLink::Quic(ep.clone(), addr),
+            (true, Some(tcp_addr)) => IdleLink::Tcp(tcp_addr),
+            (true, None) => bail!("the relay has no TCP fallback listener"),
+        };
         let sem = Arc::new(tokio::sync::Semaphore::new(96));
         let mut stop_reason = format!("reached the target of {target}");
         for i in 0..target {
@@ -1356,8 +1428,7 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
             let permit = sem.clone().acquire_owned().await?;
             let (rtx, rrx) = tokio::sync::oneshot::channel();
             tokio::spawn(idle_device(
-                ep.clone(),
-                addr,
+                link.clone(),
                 fp,
                 secret(i),
                 stop_rx.clone(),
@@ -1401,6 +1472,7 @@ fn w6(rt: &tokio::runtime::Runtime, base: &Path, target: usize, budget: Duration
     });
     drop(relay);
     Ok(W6 {
+        transport: if tcp { "TCP" } else { "QUIC" },
         target,
         connected: connected.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
@@ -1717,6 +1789,7 @@ fn peers_json(
     w4r: &W4,
     w3r: Option<&W3>,
     w6r: &W6,
+    w6t: &W6,
     idle0: Snap,
 ) -> String {
     let list = |v: &[Duration]| {
@@ -1824,30 +1897,29 @@ fn peers_json(
             )
         },
     );
-    let per_dev_kib = if w6r.connected > 0 {
-        (w6r.usage.rss_mib - w6r.base_rss_mib) * 1024.0 / w6r.connected as f64
-    } else {
-        0.0
+    let w6_json = |w6r: &W6| {
+        let per_dev_kib = w6_per_dev_kib(w6r);
+        format!(
+            r#"{{"target":{},"connected":{},"failed":{},"connectS":{:.3},"baseRssMib":{:.2},"rssMib":{:.2},"perDeviceKib":{:.3},"connectCpuS":{:.3},"cpuMsPerDevice":{:.4},"idleCpuPct":{:.2}}}"#,
+            w6r.target,
+            w6r.connected,
+            w6r.failed,
+            w6r.connect_time.as_secs_f64(),
+            w6r.base_rss_mib,
+            w6r.usage.rss_mib,
+            per_dev_kib,
+            w6r.usage.cpu_s,
+            if w6r.connected > 0 {
+                1000.0 * w6r.usage.cpu_s / w6r.connected as f64
+            } else {
+                0.0
+            },
+            w6r.idle_cpu_pct
+        )
     };
-    let w6 = format!(
-        r#"{{"target":{},"connected":{},"failed":{},"connectS":{:.3},"baseRssMib":{:.2},"rssMib":{:.2},"perDeviceKib":{:.3},"connectCpuS":{:.3},"cpuMsPerDevice":{:.4},"idleCpuPct":{:.2}}}"#,
-        w6r.target,
-        w6r.connected,
-        w6r.failed,
-        w6r.connect_time.as_secs_f64(),
-        w6r.base_rss_mib,
-        w6r.usage.rss_mib,
-        per_dev_kib,
-        w6r.usage.cpu_s,
-        if w6r.connected > 0 {
-            1000.0 * w6r.usage.cpu_s / w6r.connected as f64
-        } else {
-            0.0
-        },
-        w6r.idle_cpu_pct
-    );
+    let (w6, w6_tcp) = (w6_json(w6r), w6_json(w6t));
     format!(
-        r#"{{"system":"homeroom","emptyRssMib":{:.2},"w1":{{"lat":[{}],"first":[{}],"local":[{}],"cold":{:.3},"usage":{}}},"w2":[{}],"w2Light":[{}],"w3":{},"w4":{},"w6":{}}}"#,
+        r#"{{"system":"homeroom","emptyRssMib":{:.2},"w1":{{"lat":[{}],"first":[{}],"local":[{}],"cold":{:.3},"usage":{}}},"w2":[{}],"w2Light":[{}],"w3":{},"w4":{},"w6":{},"w6Tcp":{}}}"#,
         idle0.rss as f64 / 1024.0,
         list(&w1r.lat),
         list(&w1r.first),
@@ -1858,7 +1930,8 @@ fn peers_json(
         w2l,
         w3,
         w4,
-        w6
+        w6,
+        w6_tcp
     )
 }
 
@@ -1920,7 +1993,8 @@ fn w6_per_dev_kib(w6r: &W6) -> f64 {
 
 fn print_w6(w6r: &W6) {
     println!(
-        "W6 — idle connected devices (SyncNode over MemorySource, one shared client endpoint)"
+        "W6 — idle connected devices over {} (SyncNode over MemorySource, one client process)",
+        w6r.transport
     );
     println!(
         "  target {}, connected {}, failed {}, stopped because: {}",
@@ -2132,9 +2206,16 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    if std::env::var("HOMEROOM_BENCH_ONLY").is_ok_and(|v| v == "w6") {
-        // Memory profiling aid: W6 alone (HOMEROOM_BENCH_W6 devices).
-        let w6r = w6(&rt, &tmp.path().join("w6"), cfg.w6_target, cfg.w6_budget)?;
+    if let Ok(only @ ("w6" | "w6tcp")) = std::env::var("HOMEROOM_BENCH_ONLY").as_deref() {
+        // Memory profiling aid: W6 alone (HOMEROOM_BENCH_W6 devices), over QUIC or TCP.
+        let tcp = only == "w6tcp";
+        let w6r = w6(
+            &rt,
+            &tmp.path().join("w6"),
+            cfg.w6_target,
+            cfg.w6_budget,
+            tcp,
+        )?;
         print_w6(&w6r);
         println!("total bench time {:.1} s", total.elapsed().as_secs_f64());
         return Ok(());
@@ -2198,8 +2279,22 @@ fn main() -> Result<()> {
     let w2ls = run_w2_light(&rt, tmp.path(), &cfg)?;
     eprintln!("W2 (storage-less clients) done in {:?}", total.elapsed());
 
-    let w6r = w6(&rt, &tmp.path().join("w6"), cfg.w6_target, cfg.w6_budget)?;
+    let w6r = w6(
+        &rt,
+        &tmp.path().join("w6"),
+        cfg.w6_target,
+        cfg.w6_budget,
+        false,
+    )?;
     eprintln!("W6 done in {:?}", total.elapsed());
+    let w6t = w6(
+        &rt,
+        &tmp.path().join("w6-tcp"),
+        cfg.w6_target,
+        cfg.w6_budget,
+        true,
+    )?;
+    eprintln!("W6 over TCP done in {:?}", total.elapsed());
 
     // ---- Report
     println!();
@@ -2268,6 +2363,7 @@ fn main() -> Result<()> {
     print_w2_light(&w2ls);
     println!();
     print_w6(&w6r);
+    print_w6(&w6t);
     let per_dev_kib = w6_per_dev_kib(&w6r);
     println!();
     println!("Targets:");
@@ -2352,7 +2448,7 @@ fn main() -> Result<()> {
         );
     }
     if let Ok(path) = std::env::var("HOMEROOM_BENCH_JSON") {
-        let json = peers_json(&w1r, &w2s, &w2ls, &w4r, w3r.as_ref(), &w6r, idle0);
+        let json = peers_json(&w1r, &w2s, &w2ls, &w4r, w3r.as_ref(), &w6r, &w6t, idle0);
         std::fs::write(&path, json).with_context(|| format!("writing {path}"))?;
         println!("results for bench/peers written to {path}");
     }
