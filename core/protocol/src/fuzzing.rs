@@ -63,6 +63,57 @@ pub fn frame_decoder(data: &[u8]) {
     let whole = feed(max, std::iter::once(stream));
     let chunked = feed(max, Chunks::new(stream, ctl));
     assert_eq!(whole, chunked, "chunking changed the decoder's output");
+    let in_place = feed_in_place(max, stream);
+    assert_eq!(
+        whole, in_place,
+        "reading in place changed the decoder's output"
+    );
+}
+
+/// Feed `stream` the way the TCP fallback's `FrameReader` does: ask the decoder what the frame
+/// in progress still needs (64 B .. 64 KiB), start a fresh decoder whenever nothing is pending,
+/// and append at most that much to [`FrameDecoder::read_buffer`].
+fn feed_in_place(max: usize, mut stream: &[u8]) -> Outcome {
+    let mut decoder = FrameDecoder::new(max);
+    let mut events = Vec::new();
+    loop {
+        let want = match decoder.next_message() {
+            Ok(Decoded::Message(msg)) => {
+                events.push(Event::Message(Box::new(msg)));
+                continue;
+            }
+            Ok(Decoded::NeedMore(n)) => n.clamp(64, 64 * 1024),
+            Err(FrameError::UnknownMessage { tag }) => {
+                events.push(Event::Unknown(tag));
+                continue;
+            }
+            Err(e) => {
+                return Outcome {
+                    events,
+                    end: Some(e),
+                    buffered: 0,
+                };
+            }
+        };
+        if stream.is_empty() {
+            return Outcome {
+                events,
+                end: None,
+                buffered: decoder.buffered(),
+            };
+        }
+        if decoder.buffered() == 0 {
+            decoder = FrameDecoder::new(max);
+        }
+        let buf = decoder.read_buffer(want);
+        assert!(
+            buf.capacity() - buf.len() >= want,
+            "read_buffer made too little room"
+        );
+        let (now, rest) = stream.split_at(want.min(stream.len()));
+        buf.extend_from_slice(now);
+        stream = rest;
+    }
 }
 
 /// `invite_code`: the bytes (lossily as UTF-8) as an invite code a user typed or scanned
