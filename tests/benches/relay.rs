@@ -1788,8 +1788,7 @@ fn peers_json(
     w2ls: &[W2Light],
     w4r: &W4,
     w3r: Option<&W3>,
-    w6r: &W6,
-    w6t: &W6,
+    (w6r, w6t): (&W6, &W6),
     idle0: Snap,
 ) -> String {
     let list = |v: &[Duration]| {
@@ -2448,7 +2447,7 @@ fn main() -> Result<()> {
         );
     }
     if let Ok(path) = std::env::var("HOMEROOM_BENCH_JSON") {
-        let json = peers_json(&w1r, &w2s, &w2ls, &w4r, w3r.as_ref(), &w6r, &w6t, idle0);
+        let json = peers_json(&w1r, &w2s, &w2ls, &w4r, w3r.as_ref(), (&w6r, &w6t), idle0);
         std::fs::write(&path, json).with_context(|| format!("writing {path}"))?;
         println!("results for bench/peers written to {path}");
     }

@@ -358,9 +358,6 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_over_a_byte_stream() {
-        let (a, b) = tokio::io::duplex(64);
-        let mut w = FrameWriter::new(a, 1024);
-        let mut r = FrameReader::new(b, 1024);
         let msgs = vec![
             Message::Welcome {
                 version: 1,
@@ -372,6 +369,15 @@ mod tests {
                 fatal: false,
             },
         ];
+        round_trip(msgs, 64, 1024).await;
+    }
+
+    /// Send `msgs` through a pipe of `pipe` bytes with frame limit `max`; the reader must give
+    /// back exactly them, then the end of the stream.
+    async fn round_trip(msgs: Vec<Message>, pipe: usize, max: usize) {
+        let (a, b) = tokio::io::duplex(pipe);
+        let mut w = FrameWriter::new(a, max);
+        let mut r = FrameReader::new(b, max);
         let sent = msgs.clone();
         let writer = tokio::spawn(async move {
             for m in &sent {
@@ -413,9 +419,6 @@ mod tests {
     #[tokio::test]
     async fn a_frame_larger_than_one_read_ahead_arrives_whole() {
         // 200 KB: more than the reader's 64 KiB read-ahead, through a 1 KiB pipe.
-        let (a, b) = tokio::io::duplex(1024);
-        let mut w = FrameWriter::new(a, 512 * 1024);
-        let mut r = FrameReader::new(b, 512 * 1024);
         let big = Message::Error {
             code: homeroom_protocol::ErrorCode::Internal,
             detail: "x".repeat(200_000),
@@ -425,19 +428,7 @@ mod tests {
             version: 1,
             relay_time: 9,
         };
-        let sent = vec![big, small];
-        let to_send = sent.clone();
-        let writer = tokio::spawn(async move {
-            for m in &to_send {
-                w.send(m).await.unwrap();
-            }
-            w.finish().await;
-        });
-        for m in sent {
-            assert_eq!(r.recv().await.unwrap(), Some(m));
-        }
-        assert_eq!(r.recv().await.unwrap(), None);
-        writer.await.unwrap();
+        round_trip(vec![big, small], 1024, 512 * 1024).await;
     }
 
     #[tokio::test]
