@@ -241,8 +241,8 @@ pub struct FrameReader<R> {
     pub bytes: u64,
 }
 
-/// The most a [`FrameReader`] reads ahead in one call: a large frame arrives in reads of up to
-/// this size, never more than it announced.
+/// The most room a [`FrameReader`] asks for in one read: a large frame grows its buffer in steps
+/// of up to this size as its bytes arrive, not by its announced length up front.
 const READ_AHEAD_MAX: usize = 64 * 1024;
 
 /// The least a [`FrameReader`] asks for: small frames that follow each other in one TLS record
