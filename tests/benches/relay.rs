@@ -1251,14 +1251,28 @@ async fn sync_until_quiet(
     }
 }
 
-/// Wait on an idle pipe until the relay ends it or `stop` changes.
-async fn hold_idle(pipe: &mut impl FramePipe, stop: &mut tokio::sync::watch::Receiver<bool>) {
+/// Report `setup`'s outcome on `ready`; once set up, hold the pipe idle until the relay ends it
+/// or `stop` changes, then hand it back (with what came with it) to be closed.
+async fn set_up_and_hold<P: FramePipe, X>(
+    setup: impl std::future::Future<Output = Result<(P, X)>>,
+    ready: tokio::sync::oneshot::Sender<Result<()>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<(P, X)> {
+    let (mut pipe, extra) = match setup.await {
+        Ok(held) => held,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return None;
+        }
+    };
+    let _ = ready.send(Ok(()));
     loop {
         tokio::select! {
             m = pipe.recv_msg() => if !matches!(m, Ok(Some(_))) { break },
             _ = stop.changed() => break,
         }
     }
+    Some((pipe, extra))
 }
 
 async fn idle_device(
@@ -1295,17 +1309,10 @@ async fn idle_device(
                 let sid = node.connect(now_ms(), exporter(&conn)?, fp)?;
                 sync_until_quiet(&mut node, sid, &mut pipe).await?;
                 // Synced and idle: drop the engine, keep the connection (quinn keeps it alive).
-                Ok::<_, anyhow::Error>((conn, pipe))
+                Ok((pipe, conn))
             };
-            match setup.await {
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-                Ok((conn, mut pipe)) => {
-                    let _ = ready.send(Ok(()));
-                    hold_idle(&mut pipe, &mut stop).await;
-                    conn.close(0u32.into(), b"bye");
-                }
+            if let Some((_pipe, conn)) = set_up_and_hold(setup, ready, &mut stop).await {
+                conn.close(0u32.into(), b"bye");
             }
         }
         IdleLink::Tcp(addr) => {
@@ -1320,17 +1327,10 @@ async fn idle_device(
                 );
                 let sid = node.connect(now_ms(), exp, fp)?;
                 sync_until_quiet(&mut node, sid, &mut pipe).await?;
-                Ok::<_, anyhow::Error>(pipe)
+                Ok((pipe, ()))
             };
-            match setup.await {
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-                Ok(mut pipe) => {
-                    let _ = ready.send(Ok(()));
-                    hold_idle(&mut pipe, &mut stop).await;
-                    pipe.0.finish().await;
-                }
+            if let Some((mut pipe, ())) = set_up_and_hold(setup, ready, &mut stop).await {
+                pipe.0.finish().await;
             }
         }
     }
