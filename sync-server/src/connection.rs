@@ -178,69 +178,20 @@ async fn serve(
     hub: mpsc::Sender<HubInput>,
     settings: ConnectionSettings,
 ) {
-    // One deadline for the QUIC handshake and the first stream; the engine then gives the
-    // device the same time again to send a valid `Hello`.
-    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    // Futures not live while the connection idles are boxed (here and below): the task's own
-    // future then holds little more than the idle loop, and it lives as long as the connection.
-    let conn = match Box::pin(tokio::time::timeout_at(deadline, connecting)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "QUIC handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!("QUIC handshake timed out");
-            return;
-        }
-    };
-    let (send, recv) = match Box::pin(tokio::time::timeout_at(deadline, conn.accept_bi())).await {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "connection ended before opening its stream");
-            return;
-        }
-        Err(_) => {
-            tracing::info!("no stream opened in time: closing");
-            close(&conn, close_code::PROTOCOL_ERROR, "no stream opened");
-            return;
-        }
-    };
-    let exporter = match exporter(&conn) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "TLS exporter unavailable: closing");
-            close(&conn, close_code::INTERNAL, "internal error");
-            return;
-        }
-    };
-    let (out_tx, out_rx) = mpsc::channel(settings.outbound_queue);
-    let (kill_tx, kill_rx) = oneshot::channel();
-    let opened = Box::pin(hub.send(HubInput::Opened {
-        conn: id,
-        addr,
-        exporter,
-        outbound: out_tx,
-        kill: kill_tx,
-    }));
-    if opened.await.is_err() {
-        close(&conn, close_code::SHUTTING_DOWN, "relay shutting down");
+    // Futures not live while the connection idles are boxed (here and below), and the
+    // handshake's results are built into `Io` inside the boxed `establish`: an async fn keeps
+    // a slot for each of its locals, moved-from ones too, so the task's own future — which
+    // lives as long as the connection — then holds little more than the idle loop.
+    let Some((mut io, out_rx, kill_rx)) =
+        Box::pin(establish(connecting, id, addr, hub, &settings)).await
+    else {
         return;
-    }
-    tracing::debug!("connection registered");
-    let mut io = Io {
-        conn: &conn,
-        send: FramedSend::new(send, settings.max_frame),
-        recv: FramedRecv::new(recv, settings.max_frame),
-        hub: &hub,
-        id,
-        addr,
     };
     let end = io.pump(out_rx, kill_rx).await;
     let (code, reason) = match end {
         End::ClosedByRelay(code) => {
             io.send.finish();
-            Box::pin(linger(&conn)).await;
+            Box::pin(linger(&io.conn)).await;
             (code, "session closed".to_string())
         }
         End::Killed(kill) => {
@@ -254,31 +205,100 @@ async fn serve(
         End::Lost(reason) => (close_code::NORMAL, reason),
         End::ProtocolError(reason) => {
             io.send.finish();
-            Box::pin(linger(&conn)).await;
+            Box::pin(linger(&io.conn)).await;
             (close_code::PROTOCOL_ERROR, reason)
         }
         End::HubGone => (close_code::SHUTTING_DOWN, "relay shutting down".to_string()),
     };
-    let _ = Box::pin(hub.send(HubInput::Closed {
+    let _ = Box::pin(io.hub.send(HubInput::Closed {
         conn: id,
         reason: reason.clone(),
     }))
     .await;
-    close(&conn, code, &reason);
+    close(&io.conn, code, &reason);
     tracing::debug!(code, %reason, "connection closed");
 }
 
+/// The QUIC handshake, the device's stream, the TLS exporter and the registration with the
+/// hub: the connection ready for [`Io::pump`], with its outbound queue and kill order. `None`
+/// (logged, and the connection closed where there is one) if any step fails.
+async fn establish(
+    connecting: quinn::Connecting,
+    id: ConnId,
+    addr: SocketAddr,
+    hub: mpsc::Sender<HubInput>,
+    settings: &ConnectionSettings,
+) -> Option<(Io, mpsc::Receiver<Outbound>, oneshot::Receiver<Kill>)> {
+    // One deadline for the QUIC handshake and the first stream; the engine then gives the
+    // device the same time again to send a valid `Hello`.
+    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "QUIC handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!("QUIC handshake timed out");
+            return None;
+        }
+    };
+    let (send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "connection ended before opening its stream");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!("no stream opened in time: closing");
+            close(&conn, close_code::PROTOCOL_ERROR, "no stream opened");
+            return None;
+        }
+    };
+    let exporter = match exporter(&conn) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "TLS exporter unavailable: closing");
+            close(&conn, close_code::INTERNAL, "internal error");
+            return None;
+        }
+    };
+    let (out_tx, out_rx) = mpsc::channel(settings.outbound_queue);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    let opened = HubInput::Opened {
+        conn: id,
+        addr,
+        exporter,
+        outbound: out_tx,
+        kill: kill_tx,
+    };
+    if hub.send(opened).await.is_err() {
+        close(&conn, close_code::SHUTTING_DOWN, "relay shutting down");
+        return None;
+    }
+    tracing::debug!("connection registered");
+    let io = Io {
+        conn,
+        send: FramedSend::new(send, settings.max_frame),
+        recv: FramedRecv::new(recv, settings.max_frame),
+        hub,
+        id,
+        addr,
+    };
+    Some((io, out_rx, kill_rx))
+}
+
 /// The connection's I/O while registered with the hub.
-struct Io<'a> {
-    conn: &'a quinn::Connection,
+struct Io {
+    conn: quinn::Connection,
     send: FramedSend,
     recv: FramedRecv,
-    hub: &'a mpsc::Sender<HubInput>,
+    hub: mpsc::Sender<HubInput>,
     id: ConnId,
     addr: SocketAddr,
 }
 
-impl Io<'_> {
+impl Io {
     async fn pump(
         &mut self,
         mut outbound: mpsc::Receiver<Outbound>,
